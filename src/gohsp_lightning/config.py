@@ -1,0 +1,200 @@
+"""Typed run configuration: one dataclass per Hydra config group, and one-line validation.
+
+Hydra composes YAML from ``conf/``; :func:`from_hydra` merges it into these schemas (unknown keys and
+wrong types fail there) and :func:`validate` checks values. Everything downstream receives plain
+dataclasses, never a DictConfig, so nothing OmegaConf-shaped reaches a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+METHODS = ("gohsp", "oneshot", "dense")
+RANKERS = ("graph", "magnitude", "taylor", "random")
+ALLOCATIONS = ("global", "uniform")
+STRUCTURES = ("both", "heads", "neurons")
+BUDGET_UNITS = ("params", "flops")
+DATASETS = ("imagefolder", "cifar10")
+TEACHERS_KD = ("soft", "hard")
+NORMALIZE = ("block", "global")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the key, the value and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vit_tiny_patch16_224"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = False
+    checkpoint: str | None = None
+    num_classes: int = 10
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "imagefolder"
+    root: str = "data/cifar10_subset"
+    download: bool = False
+    train_split: str = "train"
+    val_split: str = "val"
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    num_workers: int = 2
+    input_size: list[int] | None = None
+    crop_pct: float | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    hflip: float = 0.5
+    auto_augment: str | None = None
+    re_prob: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class PruningConfig:
+    method: str = "gohsp"
+    sparsity: float = 0.4
+    budget: str = "params"
+    allocation: str = "global"
+    structures: str = "both"
+    ranker: str = "graph"
+    alpha: float = 1.0
+    dense_epochs: int = 0
+    admm_epochs: int = 2
+    finetune_epochs: int = 2
+
+
+@dataclass
+class RankingConfig:
+    calibration_images: int = 512
+    batch_size: int = 64
+    damping: float = 0.85
+    normalize: str = "block"
+    every_n_epochs: int = 0
+
+
+@dataclass
+class AdmmConfig:
+    rho: float = 1e-3
+    rho_growth: float = 1.0
+    rho_max: float = 1.0
+    update_every_n_epochs: int = 1
+
+
+@dataclass
+class DistillConfig:
+    enabled: bool = True
+    teacher: str = "dense"
+    teacher_checkpoint: str | None = None
+    kind: str = "soft"
+    temperature: float = 4.0
+    weight: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    opt: str = "adamw"
+    lr: float = 1e-3
+    finetune_lr: float | None = None
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    sched: str = "cosine"
+    warmup_epochs: int = 0
+    min_lr: float = 1e-6
+
+
+@dataclass
+class RunConfig:
+    name: str = "cifar10_subset"
+    seed: int = 0
+    output_dir: str = "outputs/run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+    admm: AdmmConfig = field(default_factory=AdmmConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+
+
+def from_hydra(cfg: Any) -> RunConfig:
+    """Merge a composed Hydra config into :class:`RunConfig` and validate it; raises :class:`ConfigError`."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+        run = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        first = str(err).splitlines()[0]
+        raise ConfigError(f"config key {key!r}: {first}" if key else f"config: {first}") from None
+    validate(run)
+    return run
+
+
+def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check values that types cannot; the first problem raises a one-line :class:`ConfigError`."""
+    import timm
+
+    p = cfg.pruning
+    _check_choice("pruning.method", p.method, METHODS)
+    _check_choice("pruning.ranker", p.ranker, RANKERS)
+    _check_choice("pruning.allocation", p.allocation, ALLOCATIONS)
+    _check_choice("pruning.structures", p.structures, STRUCTURES)
+    _check_choice("pruning.budget", p.budget, BUDGET_UNITS)
+    _check_choice("data.dataset", cfg.data.dataset, DATASETS)
+    _check_choice("distill.kind", cfg.distill.kind, TEACHERS_KD)
+    _check_choice("ranking.normalize", cfg.ranking.normalize, NORMALIZE)
+    if not 0.0 <= p.sparsity < 1.0:
+        raise ConfigError(f"pruning.sparsity={p.sparsity} is outside [0, 1): it is the fraction of parameters removed")
+    for key in ("dense_epochs", "admm_epochs", "finetune_epochs"):
+        if getattr(p, key) < 0:
+            raise ConfigError(f"pruning.{key}={getattr(p, key)} must be >= 0")
+    if p.method == "gohsp" and p.admm_epochs < 1:
+        raise ConfigError("pruning.admm_epochs=0 with pruning.method=gohsp; use >= 1 or pruning.method=oneshot")
+    if not timm.is_model(cfg.model.name):
+        raise ConfigError(
+            f"model.name={cfg.model.name!r} is not a timm model; e.g. deit_tiny_patch16_224, deit_small_patch16_224, "
+            "deit_base_patch16_224, vit_small_patch16_224 (see timm.list_models('*vit*'))"
+        )
+    if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).is_file():
+        raise ConfigError(f"model.checkpoint={cfg.model.checkpoint!r}: no such file")
+    if cfg.model.num_classes < 2:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} must be >= 2")
+    if not 0.0 < cfg.ranking.damping < 1.0:
+        raise ConfigError(f"ranking.damping={cfg.ranking.damping} must be in (0, 1)")
+    if cfg.ranking.calibration_images < 1:
+        raise ConfigError(f"ranking.calibration_images={cfg.ranking.calibration_images} must be >= 1")
+    if cfg.admm.rho <= 0:
+        raise ConfigError(f"admm.rho={cfg.admm.rho} must be > 0")
+    if cfg.admm.update_every_n_epochs < 1:
+        raise ConfigError(f"admm.update_every_n_epochs={cfg.admm.update_every_n_epochs} must be >= 1")
+    if cfg.distill.enabled and cfg.distill.teacher != "dense" and not timm.is_model(cfg.distill.teacher):
+        raise ConfigError(f"distill.teacher={cfg.distill.teacher!r} must be 'dense' or a timm model name")
+    if not 0.0 <= cfg.distill.weight <= 1.0:
+        raise ConfigError(f"distill.weight={cfg.distill.weight} must be in [0, 1]")
+    if cfg.data.batch_size < 1:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} must be >= 1")
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Plain-dict copy (for hyperparameters, summaries and W&B config)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,45 @@
+"""Build the student and teacher networks through timm (hub or local weights, any ViT kwargs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+from torch import nn
+
+from .config import ModelConfig
+
+
+def create_student(cfg: ModelConfig) -> nn.Module:
+    """A timm model from ``cfg``: hub weights (``pretrained``), a local file (``checkpoint``) or random init.
+
+    A local file is read by timm's loader (safetensors, or ``torch.load(weights_only=True)``); a
+    classifier of another size than ``num_classes`` is dropped and re-initialised, as timm does for
+    fine-tuning.
+    """
+    kwargs: dict[str, Any] = dict(cfg.kwargs)
+    if cfg.checkpoint is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": cfg.checkpoint}
+    pretrained = cfg.pretrained or cfg.checkpoint is not None
+    try:
+        return timm.create_model(cfg.name, pretrained=pretrained, num_classes=cfg.num_classes, **kwargs)
+    except (RuntimeError, ValueError, OSError) as err:
+        source = cfg.checkpoint or ("the hub" if cfg.pretrained else "random init")
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"could not build model.name={cfg.name!r} from {source}: {first}") from err
+
+
+def create_teacher(name: str, num_classes: int, checkpoint: str | None) -> nn.Module:
+    """A frozen timm teacher (e.g. ``regnety_160``) in eval mode, for knowledge distillation."""
+    teacher = create_student(
+        ModelConfig(name=name, pretrained=checkpoint is None, checkpoint=checkpoint, num_classes=num_classes)
+    )
+    return freeze(teacher)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: a teacher never trains."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -1,0 +1,188 @@
+"""GohspModule: one LightningModule for the three training stages of the pipeline.
+
+* ``dense``: plain training (the dense baseline, or warm-up when no pretrained weights exist);
+* ``admm``: task loss + rho/2 ||W - Z + U||^2; Z and U are updated every ``admm.update_every_n_epochs``;
+  the structured masks follow the support of Z;
+* ``finetune``: the physically pruned model, with knowledge distillation from a frozen teacher.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .config import RunConfig, to_dict
+from .data import mixup_fn
+from .pruning import AdmmState, Budget, PrunePlan, StructuredMasks, StructuredProjector, find_blocks, prunable_weights
+from .pruning.projection import removed_cost
+
+STAGES = ("dense", "admm", "finetune")
+
+
+class GohspModule(L.LightningModule):
+    """Training for one stage. ``budget`` is needed for ``admm``; ``teacher`` enables KD in ``finetune``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        stage: str,
+        budget: Budget | None = None,
+        teacher: nn.Module | None = None,
+        plan: PrunePlan | None = None,
+    ) -> None:
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"stage={stage!r}; choose one of {', '.join(STAGES)}")
+        if stage == "admm" and budget is None:
+            raise ValueError("the admm stage needs a budget")
+        self.save_hyperparameters({"stage": stage, "config": to_dict(cfg)})
+        self.model, self.cfg, self.stage, self.budget = model, cfg, stage, budget
+        self.teacher = teacher
+        self.plan = plan
+        self.blocks = find_blocks(model)
+        self.masks = StructuredMasks(self.blocks)
+        self.register_buffer("head_scores", torch.ones(sum(b.num_heads for b in self.blocks), dtype=torch.float64))
+        self.register_buffer("head_scores_set", torch.tensor(False))
+        self.admm = AdmmState(prunable_weights(self.blocks), cfg.admm.rho) if stage == "admm" else None
+        num_classes = cfg.model.num_classes
+        self.mixup = mixup_fn(cfg.data, num_classes)
+        self.val_top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
+
+    # ----------------------------------------------------------------- head scores and projection
+    def set_head_scores(self, flat: torch.Tensor | None) -> None:
+        """Store the ranking (flat over blocks); ``None`` means weight magnitude only."""
+        if flat is not None:
+            self.head_scores.copy_(flat.to(self.head_scores))
+        self.head_scores_set.fill_(flat is not None)
+
+    def head_score_list(self) -> list[torch.Tensor] | None:
+        if not bool(self.head_scores_set):
+            return None
+        return list(self.head_scores.cpu().split([b.num_heads for b in self.blocks]))
+
+    def projector(self) -> StructuredProjector:
+        p = self.cfg.pruning
+        return StructuredProjector(
+            self.blocks, self.budget, self.head_score_list(), p.alpha, p.allocation, p.structures
+        )
+
+    def final_plan(self) -> PrunePlan:
+        """The hard-prune plan: the projection of the trained weights W (not W + U)."""
+        return self.projector().plan(prunable_weights(self.blocks))
+
+    # ----------------------------------------------------------------- training
+    def train(self, mode: bool = True) -> GohspModule:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_train_start(self) -> None:
+        if self.admm is not None and not bool(self.admm.initialized):
+            self.admm.reset(prunable_weights(self.blocks), self._project_and_mask)
+
+    def _project_and_mask(self, flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        projector = self.projector()
+        projected = projector(flat)
+        self.masks.set_plan(projector.last_plan)
+        return projected
+
+    def _task_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.dim() == 2:  # mixup/cutmix soft targets
+            return SoftTargetCrossEntropy()(logits, target)
+        return F.cross_entropy(logits, target, label_smoothing=self.cfg.data.label_smoothing)
+
+    def _distill_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        d = self.cfg.distill
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        if d.kind == "hard":
+            return F.cross_entropy(logits, teacher_logits.argmax(dim=-1))
+        t = d.temperature
+        student = F.log_softmax(logits / t, dim=-1)
+        target = F.log_softmax(teacher_logits / t, dim=-1)
+        return F.kl_div(student, target, reduction="batchmean", log_target=True) * t * t
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        logits = self.model(x)
+        task = self._task_loss(logits, y)
+        loss = task
+        if self.teacher is not None:
+            w = self.cfg.distill.weight
+            loss = (1 - w) * task + w * self._distill_loss(logits, x)
+        logs = {"task_loss": task.detach()}
+        if self.admm is not None:
+            penalty = self.admm.penalty(prunable_weights(self.blocks))
+            loss = loss + penalty
+            logs["penalty"] = penalty.detach()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss ({loss.item()}) in stage {self.stage!r} at epoch {self.current_epoch}, "
+                f"step {self.global_step}; lower optim.lr or check the data"
+            )
+        logs["loss"] = loss.detach()
+        self.log_dict({f"{self.stage}/{k}": v for k, v in logs.items()}, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.admm is not None:
+            every = self.cfg.admm.update_every_n_epochs
+            if (self.current_epoch + 1) % every == 0:
+                weights = prunable_weights(self.blocks)
+                self.admm.update(weights, self._project_and_mask)
+                self.admm.scale_rho(self.cfg.admm.rho_growth, self.cfg.admm.rho_max)
+                self.log_dict(
+                    {
+                        "admm/primal_residual": self.admm.primal_residual(weights),
+                        "admm/rho": float(self.admm.rho),
+                        "admm/sparsity": self.current_sparsity(),
+                    }
+                )
+
+    def current_sparsity(self) -> float:
+        """Fraction of the budget unit that the current masks (support of Z) remove."""
+        if self.budget is None:
+            return 0.0
+        return removed_cost(self.blocks, self.masks.plan(), self.budget) / self.budget.total
+
+    # ----------------------------------------------------------------- evaluation
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.val_top1.update(logits, y)
+        self.log(f"{self.stage}/val_loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
+        self.log(f"{self.stage}/val_top1", self.val_top1, on_epoch=True, prog_bar=True)
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.cfg.optim
+        lr = o.finetune_lr if self.stage == "finetune" and o.finetune_lr is not None else o.lr
+        optimizer = create_optimizer_v2(self.model, opt=o.opt, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum)
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=o.sched, num_epochs=epochs, warmup_epochs=o.warmup_epochs, min_lr=o.min_lr
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        scheduler.step(epoch=self.current_epoch + 1)
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.plan is not None:
+            checkpoint["gohsp_plan"] = self.plan.to_dict()

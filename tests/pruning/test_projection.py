@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from gohsp_lightning.pruning import Budget, count_flops, count_params, find_blocks, num_tokens, project
+from gohsp_lightning.pruning.projection import removed_cost
+from gohsp_lightning.pruning.units import block_weights
+
+
+def weights_of(model):
+    return [block_weights(b) for b in find_blocks(model)]
+
+
+@pytest.mark.parametrize("unit", ["params", "flops"])
+@pytest.mark.parametrize("sparsity", [0.1, 0.35, 0.6])
+def test_budget_met_exactly(model, unit, sparsity):
+    blocks = find_blocks(model)
+    total = count_params(model) if unit == "params" else count_flops(model, (3, 32, 32))
+    budget = Budget(sparsity, total, unit, num_tokens(model))
+    plan = project(blocks, weights_of(model), budget)
+    removed = removed_cost(blocks, plan, budget)
+    smallest = min(budget.neuron_cost(b) for b in blocks)
+    assert budget.target <= removed < budget.target + smallest
+    assert all(h >= 1 for h in plan.heads_per_block)
+    assert all(n >= 1 for n in plan.mlp_hidden_per_block)
+
+
+def test_extreme_budget_keeps_one_head_and_neuron_per_block(model):
+    blocks = find_blocks(model)
+    limit = sum(b.head_params * (b.num_heads - 1) + b.neuron_params * (b.hidden - 1) for b in blocks)
+    budget = Budget(limit / count_params(model) - 1e-6, count_params(model))
+    plan = project(blocks, weights_of(model), budget)
+    assert plan.heads_per_block == [1, 1, 1]
+    assert plan.mlp_hidden_per_block == [1, 1, 1]
+
+
+def test_infeasible_budget_names_the_key(model):
+    with pytest.raises(ValueError, match=r"pruning.sparsity=0.95 .* at most"):
+        project(find_blocks(model), weights_of(model), Budget(0.95, count_params(model)))
+
+
+def test_allocation_is_heterogeneous(model):
+    # make block 2 clearly more important: it should keep more than blocks 0 and 1
+    with torch.no_grad():
+        for name in ("qkv", "proj"):
+            getattr(model.blocks[2].attn, name).weight.mul_(3)
+        model.blocks[2].mlp.fc1.weight.mul_(3)
+        model.blocks[2].mlp.fc2.weight.mul_(3)
+    plan = project(find_blocks(model), weights_of(model), Budget(0.4, count_params(model)))
+    assert plan.mlp_hidden_per_block[2] > max(plan.mlp_hidden_per_block[:2])
+    assert len(set(plan.mlp_hidden_per_block)) > 1
+
+
+def test_uniform_allocation_keeps_the_same_share(model):
+    blocks = find_blocks(model)
+    budget = Budget(0.4, count_params(model))
+    plan = project(blocks, weights_of(model), budget, allocation="uniform")
+    assert len(set(plan.heads_per_block)) == 1
+    assert len(set(plan.mlp_hidden_per_block)) == 1
+    assert removed_cost(blocks, plan, budget) >= budget.target
+
+
+def test_head_scores_steer_which_heads_go(model):
+    blocks = find_blocks(model)
+    budget = Budget(0.08, count_params(model))
+    low_first = [torch.tensor([0.01, 1.0, 1.0, 1.0], dtype=torch.float64)] * 3
+    plan = project(blocks, weights_of(model), budget, head_scores=low_first, alpha=1.0, structures="heads")
+    assert all(0 not in kept for kept in plan.heads)
+    high_first = [torch.tensor([100.0, 1.0, 1.0, 1.0], dtype=torch.float64)] * 3
+    plan = project(blocks, weights_of(model), budget, head_scores=high_first, alpha=1.0, structures="heads")
+    assert all(0 in kept for kept in plan.heads)
+
+
+def test_structures_restrict_what_is_pruned(model):
+    blocks = find_blocks(model)
+    budget = Budget(0.2, count_params(model))
+    heads_only = project(blocks, weights_of(model), budget, structures="heads")
+    assert heads_only.mlp_hidden_per_block == [256, 256, 256]
+    neurons_only = project(blocks, weights_of(model), budget, structures="neurons")
+    assert neurons_only.heads_per_block == [4, 4, 4]

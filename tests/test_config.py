@@ -1,0 +1,67 @@
+"""Every config group option composes and validates; bad values fail with one line naming the key."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from gohsp_lightning.config import ConfigError
+
+from .conftest import CONF, compose_run
+
+GROUP_OPTIONS = [
+    f"{group.name}={option.stem}"
+    for group in sorted(CONF.iterdir())
+    if group.is_dir() and group.name not in ("hydra", "experiment")
+    for option in sorted(group.glob("*.yaml"))
+]
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("override", GROUP_OPTIONS)
+def test_every_group_option_composes_and_validates(override, tmp_path):
+    overrides = [override]
+    if override.startswith("data=") and override not in ("data=cifar10_subset",):
+        overrides.append("data.root=/some/where")
+    cfg = compose_run(overrides, tmp_path)
+    assert cfg.output_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment, tmp_path):
+    cfg = compose_run([f"experiment={experiment}", "data.root=/data/x"], tmp_path)
+    assert cfg.name == experiment
+    assert 0 < cfg.pruning.sparsity < 1
+
+
+def test_paper_experiments_carry_the_paper_budgets(tmp_path):
+    small = compose_run(["experiment=deit_small_imagenet", "data.root=/x"], tmp_path)
+    assert small.model.name == "deit_small_patch16_224" and small.pruning.sparsity == 0.35
+    assert small.pruning.admm_epochs == 400 and small.pruning.finetune_epochs == 200
+    tiny = compose_run(["experiment=deit_tiny_imagenet", "data.root=/x"], tmp_path)
+    assert tiny.model.name == "deit_tiny_patch16_224" and tiny.pruning.sparsity == 0.3
+    cifar = compose_run(["experiment=vit_small_cifar10", "data.root=/x"], tmp_path)
+    assert cifar.model.name == "vit_small_patch16_224" and cifar.pruning.sparsity == 0.4
+
+
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ("pruning.sparsity=1.2", r"^pruning.sparsity=1.2 is outside \[0, 1\)"),
+        ("pruning.sparsity=-0.1", r"^pruning.sparsity=-0.1 is outside"),
+        ("pruning.ranker=pagerankish", r"^pruning.ranker='pagerankish' is not allowed; choose one of graph, magnitude"),
+        ("model.name=deit_gigantic", r"^model.name='deit_gigantic' is not a timm model"),
+        ("pruning.allocation=local", r"^pruning.allocation='local' is not allowed"),
+        ("ranking.damping=1.5", r"^ranking.damping=1.5 must be in \(0, 1\)"),
+        ("pruning.sparsity=abc", r"pruning.sparsity"),
+    ],
+)
+def test_bad_values_fail_with_one_line(override, pattern, tmp_path):
+    with pytest.raises(ConfigError, match=pattern) as err:
+        compose_run([override], tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_fails_at_compose(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="pruning.sparsty"):
+        compose_run(["pruning.sparsty=0.3"], tmp_path)

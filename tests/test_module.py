@@ -1,0 +1,100 @@
+"""The LightningModule and the ranking callback on real images with a tiny real ViT."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from gohsp_lightning.callbacks import HeadRankingCallback
+from gohsp_lightning.data import ImageDataModule, resolve_data_config
+from gohsp_lightning.models import create_student
+from gohsp_lightning.module import GohspModule
+from gohsp_lightning.pruning import Budget, apply_plan, count_params, find_blocks
+
+from .conftest import FAST, compose_run
+
+
+class EpochMetrics(L.Callback):
+    """Keeps a copy of the epoch-level metrics after every training epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epochs.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def setup(tmp_path, *overrides):
+    cfg = compose_run([*FAST, *overrides], tmp_path)
+    L.seed_everything(0)
+    model = create_student(cfg.model)
+    dm = ImageDataModule(cfg.data, resolve_data_config(cfg.data, model), cfg.model.num_classes)
+    return cfg, model, dm
+
+
+def trainer(tmp_path, epochs, callbacks, **kwargs):
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=callbacks,
+        **kwargs,
+    )
+
+
+def test_admm_penalty_and_residual_fall_while_training(tmp_path):
+    cfg, model, dm = setup(tmp_path, "admm.rho=0.05", "optim.lr=2e-3")
+    module = GohspModule(model, cfg, "admm", budget=Budget(0.4, count_params(model)))
+    ranking = HeadRankingCallback(lambda: iter(dm.calibration_loader(64, 32)), cfg.ranking, "graph")
+    metrics = EpochMetrics()
+    fit = trainer(
+        tmp_path, 5, [ranking, metrics], limit_train_batches=15, limit_val_batches=1, enable_checkpointing=False
+    )
+    fit.fit(module, datamodule=dm)
+    penalties = [m["admm/penalty_epoch"] for m in metrics.epochs]
+    # the module logs the residual after the callbacks' epoch-end hook: read it one epoch late, then at the end
+    final = {k: float(v) for k, v in fit.callback_metrics.items()}
+    residuals = [m["admm/primal_residual"] for m in metrics.epochs if "admm/primal_residual" in m] + [
+        final["admm/primal_residual"]
+    ]
+    assert penalties[-1] < 0.5 * penalties[0], penalties
+    assert residuals[-1] < residuals[0], residuals
+    # the callback ranked once, at the start of the stage, and the scores reached the module
+    assert ranking.ranked_epochs == [0]
+    assert bool(module.head_scores_set)
+    assert abs(float(module.head_scores.mean()) - 1.0) < 1e-6
+    # the masks follow the support of Z, at the budget
+    assert abs(module.current_sparsity() - 0.4) < 0.01
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    cfg, model, dm = setup(tmp_path)
+    budget = Budget(0.3, count_params(model))
+    admm = GohspModule(model, cfg, "admm", budget=budget)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "admm", save_last=True)
+    trainer(tmp_path, 1, [ckpt], limit_train_batches=2, limit_val_batches=1).fit(admm, datamodule=dm)
+    state = torch.load(tmp_path / "admm" / "last.ckpt", weights_only=True)
+    assert any(k.startswith("admm.z__") for k in state["state_dict"])
+    assert state["hyper_parameters"]["config"]["pruning"]["sparsity"] == 0.4
+
+    plan = admm.final_plan()
+    apply_plan(model, plan)
+    finetune = GohspModule(model, cfg, "finetune", teacher=create_student(cfg.model).eval(), plan=plan)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ft", save_last=True)
+    trainer(tmp_path, 1, [ckpt], limit_train_batches=2, limit_val_batches=1).fit(finetune, datamodule=dm)
+    state = torch.load(tmp_path / "ft" / "last.ckpt", weights_only=True)
+    assert state["gohsp_plan"] == plan.to_dict()
+    heads = [b.num_heads for b in find_blocks(model)]
+    assert heads == plan.heads_per_block
+
+
+def test_calibration_set_is_fixed_and_covers_every_class(tmp_path):
+    _, _, dm = setup(tmp_path)
+    first = [y for _, y in dm.calibration_loader(100, 32)]
+    again = [y for _, y in dm.calibration_loader(100, 32)]
+    labels = torch.cat(first)
+    assert torch.equal(labels, torch.cat(again))
+    assert len(labels) == 100 and set(labels.tolist()) == set(range(10))
