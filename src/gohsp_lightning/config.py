@@ -16,6 +16,7 @@ METHODS = ("gohsp", "oneshot", "dense")
 RANKERS = ("graph", "magnitude", "taylor", "random")
 ALLOCATIONS = ("global", "uniform")
 STRUCTURES = ("both", "heads", "neurons")
+COMPETE = ("balanced", "raw")
 BUDGET_UNITS = ("params", "flops")
 DATASETS = ("imagefolder", "cifar10")
 TEACHERS_KD = ("soft", "hard")
@@ -68,9 +69,21 @@ class PruningConfig:
     structures: str = "both"
     ranker: str = "graph"
     alpha: float = 1.0
+    round_to: int = 1
+    compete: str = "balanced"
     dense_epochs: int = 0
     admm_epochs: int = 2
     finetune_epochs: int = 2
+
+    def __post_init__(self) -> None:
+        """Fairness: ``oneshot`` has no ADMM stage, so it fine-tunes for ``admm_epochs + finetune_epochs``.
+
+        Every method then trains the same total number of epochs for the same ``pruning.*_epochs``
+        (``dense`` likewise trains all of them dense, in the pipeline).
+        """
+        if self.method == "oneshot" and self.admm_epochs > 0:
+            self.finetune_epochs += self.admm_epochs
+            self.admm_epochs = 0
 
 
 @dataclass
@@ -117,6 +130,10 @@ class RunConfig:
     name: str = "cifar10_subset"
     seed: int = 0
     output_dir: str = "outputs/run"
+    # resume: None = fresh run; "last" = the newest checkpoint of the first unfinished stage; or a .ckpt file
+    ckpt_path: str | None = None
+    # the run dir of an interrupted run, to continue there (implies ckpt_path=last); None = output_dir
+    resume_dir: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
@@ -165,6 +182,9 @@ def validate(cfg: RunConfig) -> None:
     _check_choice("ranking.normalize", cfg.ranking.normalize, NORMALIZE)
     if not 0.0 <= p.sparsity < 1.0:
         raise ConfigError(f"pruning.sparsity={p.sparsity} is outside [0, 1): it is the fraction of parameters removed")
+    _check_choice("pruning.compete", p.compete, COMPETE)
+    if p.round_to < 1:
+        raise ConfigError(f"pruning.round_to={p.round_to} must be >= 1 (1 = no rounding of kept MLP neurons)")
     for key in ("dense_epochs", "admm_epochs", "finetune_epochs"):
         if getattr(p, key) < 0:
             raise ConfigError(f"pruning.{key}={getattr(p, key)} must be >= 0")

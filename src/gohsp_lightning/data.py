@@ -6,6 +6,7 @@ transforms, identical on every rank (no DistributedSampler, no shuffling).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,10 @@ class ImageDataModule(L.LightningDataModule):
             classes = dataset.classes
         else:
             folder = root / split
+            if not root.is_dir():
+                raise FileNotFoundError(
+                    f"data.root={cfg.root!r} does not exist (ImageFolder layout: {cfg.root}/{split}/<class>/<image>)"
+                )
             if not folder.is_dir():
                 raise FileNotFoundError(
                     f"data.root={cfg.root!r} has no {split!r} folder "
@@ -140,3 +145,16 @@ class ImageDataModule(L.LightningDataModule):
             indices = torch.linspace(0, len(base) - 1, count).round().long().tolist()
             self.calib_set = Subset(base, indices)
         return DataLoader(self.calib_set, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+class CalibrationBatches:
+    """``batches()`` for the rankers: a fresh iterator over the calibration set on every call.
+
+    A class rather than a closure because ``ddp_spawn`` pickles the callbacks that hold it.
+    """
+
+    def __init__(self, dm: ImageDataModule, images: int, batch_size: int) -> None:
+        self.dm, self.images, self.batch_size = dm, images, batch_size
+
+    def __call__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iter(self.dm.calibration_loader(self.images, self.batch_size))

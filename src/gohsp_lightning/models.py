@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import timm
+from safetensors import SafetensorError
 from torch import nn
 
 from .config import ModelConfig
 
 
-def create_student(cfg: ModelConfig) -> nn.Module:
+def create_student(cfg: ModelConfig, weights: bool = True) -> nn.Module:
     """A timm model from ``cfg``: hub weights (``pretrained``), a local file (``checkpoint``) or random init.
 
     A local file is read by timm's loader (safetensors, or ``torch.load(weights_only=True)``); a
     classifier of another size than ``num_classes`` is dropped and re-initialised, as timm does for
-    fine-tuning.
+    fine-tuning. ``weights=False`` builds the architecture only (seeded random init), for a resumed run
+    whose weights come from its stage files: no download, and no dependence on ``model.checkpoint``.
     """
     kwargs: dict[str, Any] = dict(cfg.kwargs)
-    if cfg.checkpoint is not None:
+    if weights and cfg.checkpoint is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.checkpoint}
-    pretrained = cfg.pretrained or cfg.checkpoint is not None
+    pretrained = weights and (cfg.pretrained or cfg.checkpoint is not None)
     try:
         return timm.create_model(cfg.name, pretrained=pretrained, num_classes=cfg.num_classes, **kwargs)
-    except (RuntimeError, ValueError, OSError) as err:
-        source = cfg.checkpoint or ("the hub" if cfg.pretrained else "random init")
+    except (RuntimeError, ValueError, OSError, pickle.UnpicklingError, SafetensorError) as err:
+        if weights and cfg.checkpoint is not None:
+            source = f"model.checkpoint={cfg.checkpoint!r}"
+        else:
+            source = "the hub" if pretrained else "random init"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"could not build model.name={cfg.name!r} from {source}: {first}") from err
 

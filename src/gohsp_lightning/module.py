@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
@@ -21,8 +23,18 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .config import RunConfig, to_dict
 from .data import mixup_fn
-from .pruning import AdmmState, Budget, PrunePlan, StructuredMasks, StructuredProjector, find_blocks, prunable_weights
+from .pruning import (
+    AdmmState,
+    Budget,
+    PrunePlan,
+    StructuredMasks,
+    StructuredProjector,
+    apply_plan,
+    find_blocks,
+    prunable_weights,
+)
 from .pruning.projection import removed_cost
+from .pruning.rankers import fixed_unit_scores
 
 STAGES = ("dense", "admm", "finetune")
 
@@ -70,9 +82,18 @@ class GohspModule(L.LightningModule):
         return list(self.head_scores.cpu().split([b.num_heads for b in self.blocks]))
 
     def projector(self) -> StructuredProjector:
+        """``Proj_S`` with the current head scores; ``pruning.ranker=random`` fixes the order from the seed."""
         p = self.cfg.pruning
         return StructuredProjector(
-            self.blocks, self.budget, self.head_score_list(), p.alpha, p.allocation, p.structures
+            self.blocks,
+            self.budget,
+            self.head_score_list(),
+            p.alpha,
+            p.allocation,
+            p.structures,
+            round_to=p.round_to,
+            compete=p.compete,
+            fixed_scores=fixed_unit_scores(p.ranker, self.blocks, self.budget, self.cfg.seed),
         )
 
     def final_plan(self) -> PrunePlan:
@@ -136,7 +157,9 @@ class GohspModule(L.LightningModule):
                 f"step {self.global_step}; lower optim.lr or check the data"
             )
         logs["loss"] = loss.detach()
-        self.log_dict({f"{self.stage}/{k}": v for k, v in logs.items()}, prog_bar=True, on_step=True, on_epoch=True)
+        # sync_dist: the logged epoch loss is the mean over all ranks' batches, not rank 0's alone
+        metrics = {f"{self.stage}/{k}": v for k, v in logs.items()}
+        self.log_dict(metrics, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -151,7 +174,8 @@ class GohspModule(L.LightningModule):
                         "admm/primal_residual": self.admm.primal_residual(weights),
                         "admm/rho": float(self.admm.rho),
                         "admm/sparsity": self.current_sparsity(),
-                    }
+                    },
+                    sync_dist=True,  # equal on every rank by construction; synced so Lightning need not warn
                 )
 
     def current_sparsity(self) -> float:
@@ -184,5 +208,62 @@ class GohspModule(L.LightningModule):
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the plan (a pruned stage's shapes) and the RNG states, as tensors and primitives only."""
         if self.plan is not None:
             checkpoint["gohsp_plan"] = self.plan.to_dict()
+        checkpoint["gohsp_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Prune to the stored plan before Lightning loads the weights, and restore the RNG states.
+
+        Lightning calls this before ``load_state_dict`` and before the optimizer exists, so a dense model
+        given to a fine-tune module can take a pruned checkpoint. The RNGs make a resumed epoch draw the
+        same batches and augmentations as the epoch of an uninterrupted run.
+        """
+        stored = checkpoint.get("gohsp_plan")
+        if stored is not None:
+            self._adopt_plan(PrunePlan.from_dict(stored))
+        if "gohsp_rng" in checkpoint:
+            set_rng_state(checkpoint["gohsp_rng"])
+
+    def _adopt_plan(self, plan: PrunePlan) -> None:
+        if self.plan is not None and self.plan != plan:
+            raise ValueError(
+                f"the checkpoint was pruned to heads {plan.heads_per_block}, MLP {plan.mlp_hidden_per_block} but this "
+                f"module to heads {self.plan.heads_per_block}, MLP {self.plan.mlp_hidden_per_block}"
+            )
+        shapes = ([b.num_heads for b in self.blocks], [b.hidden for b in self.blocks])
+        if shapes != (plan.heads_per_block, plan.mlp_hidden_per_block):
+            plan.check(self.blocks)
+            apply_plan(self.model, plan)
+            self.blocks = find_blocks(self.model)
+            self.masks = StructuredMasks(self.blocks)
+            self.head_scores = torch.ones(sum(b.num_heads for b in self.blocks), dtype=torch.float64)
+        self.plan = plan
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and this process's CUDA device), Python and NumPy RNG states, loadable with weights_only=True."""
+    version, python, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": torch.tensor(python, dtype=torch.int64),
+        "python_meta": [version, gauss],
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_meta": [int(pos), int(has_gauss), float(cached)],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state` (a CUDA state is restored only where CUDA is in use)."""
+    torch.set_rng_state(state["torch"].cpu())
+    version, gauss = state["python_meta"]
+    random.setstate((version, tuple(int(x) for x in state["python"].tolist()), gauss))
+    pos, has_gauss, cached = state["numpy_meta"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(state["cuda"].cpu())

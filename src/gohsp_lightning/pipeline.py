@@ -1,11 +1,24 @@
 """The GOHSP pipeline: (dense) -> rank + ADMM -> hard prune -> KD fine-tune -> export + summary.
 
 Every stage is its own ``Trainer.fit``; hard pruning happens between two fits, never inside one.
+Each finished stage leaves its weights and a marker in ``<run dir>/stages/`` (see :mod:`.stages`), so a
+run killed anywhere resumes with ``resume_dir=<run dir>`` (or ``ckpt_path=last`` in the same run dir) and
+ends with the same plan and summary as a run that was not killed. Each stage is seeded on its own
+(``seed + stage index``), and checkpoints carry the RNG states, so a resumed stage draws what the
+uninterrupted one drew.
+
+Under DDP every rank runs every stage (ddp_spawn: the main process runs the pipeline and each fit
+spawns the ranks); only rank 0 writes stage files, summary and export, and
+:class:`~.callbacks.RankAgreementCallback` checks at runtime that all ranks agree.
 """
 
 from __future__ import annotations
 
 import copy
+import csv
+import json
+import os
+import signal
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,13 +26,17 @@ from typing import Any
 import hydra.utils
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from hydra.errors import InstantiationException
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import nn
 
-from .callbacks import HeadRankingCallback
-from .config import RunConfig, to_dict
-from .data import ImageDataModule, resolve_data_config
+from .callbacks import HeadRankingCallback, RankAgreementCallback
+from .config import ConfigError, RunConfig, to_dict
+from .data import CalibrationBatches, ImageDataModule, resolve_data_config
 from .models import create_student, create_teacher, freeze
 from .module import GohspModule
 from .pruning import (
@@ -35,48 +52,150 @@ from .pruning import (
     save_pruned,
 )
 from .pruning.files import atomic_write_json
-from .pruning.rankers import rank_heads
+from .pruning.rankers import fixed_unit_scores, rank_heads
 from .pruning.units import block_weights
+from .stages import LAST, ResumePoint, StageFiles, first_line, flat_settings, stage_order
 from .tracking import build_loggers, closing_loggers
 
 CHECKPOINT_TARGET = "lightning.pytorch.callbacks.ModelCheckpoint"
+# Each stage is seeded on its own, so a stage restarted from its beginning repeats the uninterrupted one.
+STAGE_SEEDS = {"dense": 0, "admm": 1, "finetune": 2}
+
+
+def check_devices(trainer: dict[str, Any]) -> None:
+    """One-line errors for a trainer that this machine cannot run, before anything is built or written."""
+    accelerator, devices = str(trainer.get("accelerator", "auto")), trainer.get("devices", "auto")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU; use trainer=cpu "
+            "(or trainer=ddp_sim for DDP on CPU processes)"
+        )
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and gpus == 0)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    available = cores if on_cpu else gpus
+    if isinstance(devices, int) and devices > available:
+        kind = "CPU cores (one process each)" if on_cpu else "GPUs"
+        raise ConfigError(
+            f"trainer.devices={devices} but this machine has {available} {kind}; use 1..{available}, or -1 for all"
+        )
+
+
+def ddp_without_buffer_broadcast(strategy: Any) -> dict[str, Any]:
+    """``trainer.strategy=ddp`` (or another DDP name) as a DDPStrategy with ``broadcast_buffers=False``.
+
+    Lightning's named DDP strategies keep torch's default, which re-sends every buffer (Z and U are
+    weight-sized) from rank 0 before each forward; conf/trainer/ddp.yaml sets it off explicitly.
+    """
+    if not isinstance(strategy, str) or strategy not in StrategyRegistry:
+        return {}
+    entry = StrategyRegistry[strategy]
+    if not issubclass(entry["strategy"], DDPStrategy):
+        return {}
+    return {"strategy": entry["strategy"](**{**entry["init_params"], "broadcast_buffers": False})}
 
 
 class Pipeline:
-    """Runs one experiment in ``cfg.output_dir``; :meth:`run` returns the summary dict."""
+    """Runs one experiment in ``cfg.resume_dir`` or else ``cfg.output_dir``; :meth:`run` returns the summary."""
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        self.run_dir = Path(cfg.output_dir)
+        self.run_dir = Path(cfg.resume_dir or cfg.output_dir)
+        self.files = StageFiles(self.run_dir)
+        self.resume = ResumePoint()
         self.loggers: list = []
 
     # ----------------------------------------------------------------- building blocks
     def _trainer(self, stage: str, epochs: int, extra_callbacks: list | None = None) -> L.Trainer:
+        """A fresh Trainer per stage; its checkpoints (and a SLURM requeue's hpc_ckpt) go to checkpoints/<stage>."""
+        stage_dir = self.run_dir / "checkpoints" / stage
+        self._sync_csv_columns()
         callbacks = []
         for spec in self.cfg.callbacks.values():
             if not spec or "_target_" not in spec:
                 continue
-            overrides = (
-                {"dirpath": str(self.run_dir / "checkpoints" / stage)} if spec["_target_"] == CHECKPOINT_TARGET else {}
-            )
+            overrides = {"dirpath": str(stage_dir)} if spec["_target_"] == CHECKPOINT_TARGET else {}
             callbacks.append(hydra.utils.instantiate(spec, **overrides))
-        return hydra.utils.instantiate(
-            self.cfg.trainer,
-            max_epochs=epochs,
-            logger=self.loggers or False,
-            callbacks=callbacks + (extra_callbacks or []),
-            default_root_dir=str(self.run_dir),
-        )
+        extra = list(extra_callbacks or [])
+        ranking = next((c for c in extra if isinstance(c, HeadRankingCallback)), None)
+        agreement = RankAgreementCallback(self.run_dir / "ranks", ranking=ranking)
+        try:
+            return hydra.utils.instantiate(
+                self.cfg.trainer,
+                max_epochs=epochs,
+                logger=self.loggers or False,
+                callbacks=[*callbacks, *extra, agreement],
+                default_root_dir=str(stage_dir),
+                **ddp_without_buffer_broadcast(self.cfg.trainer.get("strategy")),
+            )
+        except InstantiationException as err:
+            raise ConfigError(f"trainer: {first_line(err.__cause__ or err)}") from None
+
+    def _sync_csv_columns(self) -> None:
+        """Teach each CSVLogger the columns its metrics.csv already has.
+
+        Under ddp_spawn the stages log from child processes, so the main process's writer never learns
+        their columns, and the next stage's child would rewrite metrics.csv with its own columns only
+        (and fail on the earlier rows).
+        """
+        for lg in self.loggers:
+            if not isinstance(lg, CSVLogger) or rank_zero_only.rank != 0:
+                continue
+            path = Path(lg.log_dir) / "metrics.csv"
+            if path.is_file():
+                with path.open(newline="") as f:
+                    header = next(csv.reader(f), [])
+                writer = lg.experiment
+                writer.metrics_keys = sorted(set(writer.metrics_keys) | set(header))
 
     def _fit(self, module: GohspModule, dm: ImageDataModule, epochs: int, callbacks: list | None = None) -> float:
-        """Train ``epochs`` epochs (or only evaluate when 0); returns val top-1 of the result."""
+        """Train ``epochs`` epochs (or only evaluate when 0), resuming from the stage's checkpoint if there is one.
+
+        Returns val top-1 of the result.
+        """
         trainer = self._trainer(module.stage, epochs, callbacks)
         key = f"{module.stage}/val_top1"
-        if epochs > 0:
-            trainer.fit(module, datamodule=dm)
-            if key in trainer.callback_metrics:
-                return float(trainer.callback_metrics[key])
-        return float(trainer.validate(module, datamodule=dm, verbose=False)[0][key])
+        L.seed_everything(self.cfg.seed + STAGE_SEEDS[module.stage], workers=True, verbose=False)
+        try:
+            if epochs > 0:
+                trainer.fit(module, datamodule=dm, ckpt_path=self.resume.ckpt_for(module.stage), weights_only=True)
+                if key in trainer.callback_metrics:
+                    return float(trainer.callback_metrics[key])
+            return float(trainer.validate(module, datamodule=dm, verbose=False)[0][key])
+        except SIGTERMException:
+            # Lightning stops cleanly on SIGTERM, with exit status 0; a scheduler must see the kill
+            rank_zero_warn(
+                f"SIGTERM in the {module.stage} stage: resume with `python run.py ... resume_dir={self.run_dir}`"
+            )
+            raise SystemExit(128 + signal.SIGTERM) from None
+
+    def _finish(self, stage: str, model: nn.Module, info: dict[str, Any]) -> None:
+        """Make a stage durable (rank 0): its weights, then its marker with the settings it depended on."""
+        if rank_zero_only.rank == 0:
+            self.files.save(stage, model, {**info, "settings": flat_settings(to_dict(self.cfg))})
+
+    def _log_dir(self) -> Path:
+        """The loggers' save_dir: the run dir, or a new ``resume-<n>`` in it when resuming.
+
+        A resumed run logs apart because CSVLogger deletes a ``metrics.csv`` it finds in its directory.
+        """
+        if self.cfg.ckpt_path is None and self.cfg.resume_dir is None:
+            return self.run_dir
+        n = 1
+        while (self.run_dir / f"resume-{n}").exists():
+            n += 1
+        return self.run_dir / f"resume-{n}"
+
+    def _ranks_report(self, order: list[str]) -> dict[str, Any]:
+        """The rank-agreement verdicts the stages left in ``ranks/`` (see RankAgreementCallback)."""
+        stages = {}
+        for stage in order:
+            path = self.run_dir / "ranks" / f"{stage}.json"
+            if path.is_file():
+                report = json.loads(path.read_text())
+                keys = ("agree", "world_size", "local_scores_max_gap", "broadcast_buffers")
+                stages[stage] = {k: report[k] for k in keys}
+        return {"checked": sorted(stages), "agree": all(r["agree"] for r in stages.values()), "stages": stages}
 
     def _teacher(self, dense: nn.Module) -> nn.Module | None:
         d = self.cfg.distill
@@ -86,13 +205,9 @@ class Pipeline:
             return freeze(copy.deepcopy(dense))
         return create_teacher(d.teacher, self.cfg.model.num_classes, d.teacher_checkpoint)
 
-    def _calibration(self, dm: ImageDataModule):
+    def _calibration(self, dm: ImageDataModule) -> CalibrationBatches:
         r = self.cfg.ranking
-
-        def batches():
-            return iter(dm.calibration_loader(r.calibration_images, r.batch_size))
-
-        return batches
+        return CalibrationBatches(dm, r.calibration_images, r.batch_size)
 
     # ----------------------------------------------------------------- stages
     def _admm_plan(self, model: nn.Module, dm: ImageDataModule, budget: Budget) -> PrunePlan:
@@ -120,14 +235,31 @@ class Pipeline:
         )
         weights = [block_weights(b) for b in blocks]
         p = cfg.pruning
-        return project(blocks, weights, budget, scores, p.alpha, p.allocation, p.structures)
+        return project(
+            blocks,
+            weights,
+            budget,
+            scores,
+            p.alpha,
+            p.allocation,
+            p.structures,
+            round_to=p.round_to,
+            compete=p.compete,
+            fixed_scores=fixed_unit_scores(p.ranker, blocks, budget, cfg.seed),
+        )
 
     # ----------------------------------------------------------------- the run
     def run(self) -> dict[str, Any]:
         cfg, p = self.cfg, self.cfg.pruning
+        check_devices(cfg.trainer)
+        if cfg.resume_dir is not None and not self.run_dir.is_dir():
+            raise FileNotFoundError(f"resume_dir={cfg.resume_dir!r}: no such directory")
+        order = stage_order(p.method)
+        ckpt_path = cfg.ckpt_path or (LAST if cfg.resume_dir is not None else None)
+        self.resume = self.files.resume_point(order, ckpt_path, to_dict(cfg))
+        done = self.resume.done
         L.seed_everything(cfg.seed, workers=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        model = create_student(cfg.model)
+        model = create_student(cfg.model, weights="dense" not in done)
         data_config = resolve_data_config(cfg.data, model)
         dm = ImageDataModule(cfg.data, data_config, cfg.model.num_classes)
         dm.setup()
@@ -141,23 +273,51 @@ class Pipeline:
         )
         if p.method != "dense":
             check_feasible(find_blocks(model), budget, p.structures)
-        self.loggers = build_loggers(cfg.logger, self.run_dir, name=f"{cfg.name}-{p.method}-{p.sparsity}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.loggers = build_loggers(cfg.logger, self._log_dir(), name=f"{cfg.name}-{p.method}-{p.sparsity}")
         with closing_loggers(self.loggers):
             for lg in self.loggers:
                 lg.log_hyperparams(to_dict(cfg))
-            dense_epochs = p.dense_epochs + (p.admm_epochs + p.finetune_epochs if p.method == "dense" else 0)
-            dense_top1 = self._fit(GohspModule(model, cfg, "dense"), dm, dense_epochs)
+            if self.resume.resumed:
+                pending = next((s for s in order if s not in done), None)
+                rank_zero_info(
+                    f"[gohsp] resuming {self.run_dir}: finished {list(done) or 'nothing'}; next {pending or 'summary'} "
+                    f"from {self.resume.ckpt or 'its start'}"
+                )
+            elif ckpt_path == LAST:
+                rank_zero_warn(f"ckpt_path=last: {self.run_dir} holds no finished stage or checkpoint; starting anew")
+            if "dense" in done:
+                self.files.load_weights("dense", model)
+                dense_top1 = float(done["dense"]["val_top1"])
+            else:
+                dense_epochs = p.dense_epochs + (p.admm_epochs + p.finetune_epochs if p.method == "dense" else 0)
+                dense_top1 = self._fit(GohspModule(model, cfg, "dense"), dm, dense_epochs)
+                self._finish("dense", model, {"val_top1": dense_top1})
             if p.method == "dense":
                 plan = PrunePlan.dense(find_blocks(model))
                 pruned_top1 = dense_top1
             else:
-                teacher = self._teacher(model)
-                plan = (
-                    self._admm_plan(model, dm, budget) if p.method == "gohsp" else self._oneshot_plan(model, dm, budget)
-                )
-                apply_plan(model, plan)
-                finetune = GohspModule(model, cfg, "finetune", teacher=teacher, plan=plan)
-                pruned_top1 = self._fit(finetune, dm, p.finetune_epochs)
+                teacher = self._teacher(model)  # the dense model, before ADMM
+                plan_stage = order[1]
+                if plan_stage in done:
+                    plan = PrunePlan.from_dict(done[plan_stage]["plan"])
+                    apply_plan(model, plan)
+                    self.files.load_weights(plan_stage, model)
+                else:
+                    plan = (
+                        self._admm_plan(model, dm, budget)
+                        if p.method == "gohsp"
+                        else self._oneshot_plan(model, dm, budget)
+                    )
+                    apply_plan(model, plan)
+                    self._finish(plan_stage, model, {"plan": plan.to_dict()})
+                if "finetune" in done:
+                    self.files.load_weights("finetune", model)
+                    pruned_top1 = float(done["finetune"]["val_top1"])
+                else:
+                    finetune = GohspModule(model, cfg, "finetune", teacher=teacher, plan=plan)
+                    pruned_top1 = self._fit(finetune, dm, p.finetune_epochs)
+                    self._finish("finetune", model, {"val_top1": pruned_top1})
             return self._summary(model, plan, data_config, dense_params, dense_flops, dense_top1, pruned_top1)
 
     def _summary(
@@ -180,8 +340,12 @@ class Pipeline:
             "method": cfg.pruning.method,
             "ranker": cfg.pruning.ranker,
             "allocation": cfg.pruning.allocation,
+            "structures": cfg.pruning.structures,
+            "budget": cfg.pruning.budget,
             "sparsity": cfg.pruning.sparsity,
             "seed": cfg.seed,
+            # the same for every method of a comparison: dense and oneshot fold the ADMM epochs into theirs
+            "total_epochs": cfg.pruning.dense_epochs + cfg.pruning.admm_epochs + cfg.pruning.finetune_epochs,
             "dense": {"params": dense_params, "flops": dense_flops, "val_top1": dense_top1},
             "pruned": {
                 "params": params,
@@ -193,6 +357,7 @@ class Pipeline:
             "param_reduction": 1 - params / dense_params,
             "flops_reduction": 1 - flops / dense_flops,
             "export_dir": str(export_dir),
+            "ranks_agree": self._ranks_report(stage_order(cfg.pruning.method)),
         }
         if rank_zero_only.rank == 0:
             kwargs = {**cfg.model.kwargs, "num_classes": cfg.model.num_classes}

@@ -25,12 +25,32 @@ def wandb_key_available() -> bool:
         return False
 
 
+def sweep_job() -> tuple[str, int] | None:
+    """``(sweep name, job number)`` inside a job of a Hydra multirun, else None.
+
+    The sweep name is the sweep dir's last two parts (``<experiment>-<date>`` by default): unique per
+    sweep, and the same for all of its jobs.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    return "-".join(Path(hydra_cfg.sweep.dir).parts[-2:]), int(hydra_cfg.job.num)
+
+
 def build_loggers(specs: dict[str, Any], save_dir: Path, name: str, group: str | None = None) -> list[Logger]:
     """Instantiate every ``_target_`` entry of ``specs`` (the ``logger`` config group).
 
     A W&B logger whose ``offline`` is unset runs offline when no key is configured, so a run never
-    prompts or hangs; its files go to ``save_dir``.
+    prompts or hangs; its files go to ``save_dir``. In a multirun, W&B runs are grouped by sweep (unless
+    ``group`` or the config sets one) and named ``<name>#<job>``, so the W&B UI compares a sweep's runs.
     """
+    job = sweep_job()
+    if job is not None:
+        group = group or job[0]
+        name = f"{name}#{job[1]}"
     loggers = []
     for spec in specs.values():
         if not spec or "_target_" not in spec:

@@ -60,3 +60,12 @@ def test_truncated_weights_are_reported(exported):
     (directory / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         load_pruned(directory)
+
+
+def test_exported_files_get_normal_permissions(exported, tmp_path):
+    directory, _ = exported
+    reference = tmp_path / "plain.txt"
+    reference.write_text("x")
+    expected = reference.stat().st_mode & 0o777
+    assert (directory / "model.safetensors").stat().st_mode & 0o777 == expected
+    assert (directory / "config.json").stat().st_mode & 0o777 == expected

@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from gohsp_lightning.pruning import Budget, count_flops, count_params, find_blocks, num_tokens, project
+from gohsp_lightning.pruning import (
+    Budget,
+    StructuredProjector,
+    count_flops,
+    count_params,
+    find_blocks,
+    num_tokens,
+    project,
+    prunable_weights,
+)
 from gohsp_lightning.pruning.projection import removed_cost
 from gohsp_lightning.pruning.units import block_weights
 
@@ -77,3 +86,77 @@ def test_structures_restrict_what_is_pruned(model):
     assert heads_only.mlp_hidden_per_block == [256, 256, 256]
     neurons_only = project(blocks, weights_of(model), budget, structures="neurons")
     assert neurons_only.heads_per_block == [4, 4, 4]
+
+
+@pytest.mark.parametrize("unit", ["params", "flops"])
+@pytest.mark.parametrize("allocation", ["global", "uniform"])
+@pytest.mark.parametrize("round_to", [8, 32])
+def test_round_to_aligns_kept_neurons_and_keeps_the_budget(model, unit, allocation, round_to):
+    blocks = find_blocks(model)
+    total = count_params(model) if unit == "params" else count_flops(model, (3, 32, 32))
+    budget = Budget(0.35, total, unit, num_tokens(model))
+    plan = project(blocks, weights_of(model), budget, allocation=allocation, round_to=round_to)
+    assert all(n % round_to == 0 or n == 256 for n in plan.mlp_hidden_per_block)
+    assert all(n >= round_to for n in plan.mlp_hidden_per_block)
+    assert all(h >= 1 for h in plan.heads_per_block)
+    assert removed_cost(blocks, plan, budget) >= budget.target
+
+
+def test_round_to_stays_close_to_the_target_and_keeps_the_best_neurons(model):
+    blocks = find_blocks(model)
+    budget = Budget(0.35, count_params(model))
+    exact = project(blocks, weights_of(model), budget)
+    aligned = project(blocks, weights_of(model), budget, round_to=16)
+    chunk = 16 * blocks[0].neuron_params
+    assert budget.target <= removed_cost(blocks, aligned, budget) < budget.target + max(chunk, blocks[0].head_params)
+    assert aligned != exact
+    assert aligned.mlp_hidden_per_block != exact.mlp_hidden_per_block
+    for block, kept in zip(blocks, aligned.neurons, strict=True):
+        norms = block.mlp.fc1.weight.detach().pow(2).sum(1) + block.mlp.fc1.bias.detach().pow(2)
+        norms = norms + block.mlp.fc2.weight.detach().pow(2).sum(0)
+        dropped = sorted(set(range(block.hidden)) - set(kept))
+        assert float(norms[list(kept)].min()) >= float(norms[dropped].max())
+
+
+def test_round_to_one_is_the_unrounded_projection(model):
+    blocks = find_blocks(model)
+    budget = Budget(0.35, count_params(model))
+    assert project(blocks, weights_of(model), budget, round_to=1) == project(blocks, weights_of(model), budget)
+
+
+def test_round_to_counts_in_feasibility_and_must_be_positive(model):
+    blocks = find_blocks(model)
+    budget = Budget(0.8, count_params(model))
+    project(blocks, weights_of(model), budget)
+    with pytest.raises(ValueError, match=r"keeping 1 head and 128 neurons \(pruning.round_to=128\)"):
+        project(blocks, weights_of(model), budget, round_to=128)
+    with pytest.raises(ValueError, match=r"pruning.round_to=0 must be >= 1"):
+        project(blocks, weights_of(model), budget, round_to=0)
+
+
+def test_projector_passes_round_to(model):
+    blocks = find_blocks(model)
+    projector = StructuredProjector(blocks, Budget(0.35, count_params(model)), round_to=64)
+    projected = projector(prunable_weights(blocks))
+    kept = projector.last_plan.mlp_hidden_per_block
+    assert all(n % 64 == 0 for n in kept)
+    for b, n in zip(blocks, kept, strict=True):
+        rows = projected[f"{b.index}.fc1.weight"].abs().sum(1)
+        assert int((rows > 0).sum()) == n
+
+
+def test_balanced_competition_prunes_heads_and_neurons(model):
+    # make every head far more important per parameter than any neuron (as on trained ViTs)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.qkv.weight.mul_(20)
+            block.attn.proj.weight.mul_(20)
+    blocks = find_blocks(model)
+    budget = Budget(0.4, count_params(model))
+    raw = project(blocks, weights_of(model), budget, compete="raw")
+    assert raw.heads_per_block == [4, 4, 4], "raw scores: heads outrank every neuron, none is removed"
+    balanced = project(blocks, weights_of(model), budget, compete="balanced")
+    assert sum(balanced.heads_per_block) < 12
+    assert sum(balanced.mlp_hidden_per_block) < 3 * 256
+    removed = removed_cost(blocks, balanced, budget)
+    assert budget.target <= removed < budget.target + min(budget.neuron_cost(b) for b in blocks)

@@ -3,8 +3,13 @@
 Every head and every MLP neuron of every block competes for the same budget, counted in parameters
 (or FLOPs). A head scores ``pi_norm^alpha * ||group||_2`` (graph ranking as a soft guideline), a
 neuron ``||group||_2``; units are removed in increasing order of ``score^2 / cost`` (importance per
-unit of budget) until the budget is met. Per-block counts fall out of this order, so blocks end up
-different. At least one head and one neuron stay in every block.
+unit of budget, after :func:`balance` puts heads and neurons on one scale) until the budget is met.
+Per-block counts fall out of this order, so blocks end up different. At least one head and one
+neuron stay in every block.
+
+``round_to`` aligns the kept MLP width of every pruned block to a multiple of N (e.g. 8 or 64), which
+matrix-multiply kernels run faster than odd widths. Heads are not rounded: a head is ``head_dim``
+channels wide (64 in DeiT), so the pruned ``qkv``/``proj`` widths are already aligned multiples.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from .units import BlockUnits, group_sq_norms, split_by_block, zero_pruned
 Unit = Literal["params", "flops"]
 Allocation = Literal["global", "uniform"]
 Structures = Literal["both", "heads", "neurons"]
+Compete = Literal["balanced", "raw"]
+UnitScores = tuple[list[torch.Tensor], list[torch.Tensor]]  # (head scores, neuron scores), one tensor per block
 
 
 @dataclass(frozen=True)
@@ -70,14 +77,44 @@ def unit_scores(
     return heads, neurons
 
 
-def max_removable(blocks: list[BlockUnits], budget: Budget, structures: Structures = "both") -> int:
-    """The most a plan can remove while keeping one head and one neuron per block."""
+def neuron_counts(hidden: int, round_to: int = 1) -> list[int]:
+    """Kept-neuron counts a block of ``hidden`` neurons may end with, ascending.
+
+    Multiples of ``round_to`` below ``hidden``, plus ``hidden`` itself (the block left unpruned), so a
+    block narrower than ``round_to`` keeps all its neurons.
+    """
+    return list(range(round_to, hidden, round_to)) + [hidden]
+
+
+def nearest_count(hidden: int, round_to: int, kept: int) -> int:
+    """The allowed kept-neuron count (see :func:`neuron_counts`) nearest to ``kept``; ties go to fewer."""
+    below = kept // round_to * round_to
+    counts = [k for k in (below, below + round_to) if round_to <= k < hidden] + [hidden]
+    return min(counts, key=lambda k: (abs(k - kept), k))
+
+
+def check_unit_scores(blocks: list[BlockUnits], scores: UnitScores) -> UnitScores:
+    """``scores`` as float64, after checking that it holds one score per head and per neuron of every block."""
+    heads, neurons = scores
+    if len(heads) != len(blocks) or len(neurons) != len(blocks):
+        raise ValueError(f"unit scores cover {len(heads)}/{len(neurons)} blocks, the model has {len(blocks)}")
+    for b, h, n in zip(blocks, heads, neurons, strict=True):
+        if h.numel() != b.num_heads or n.numel() != b.hidden:
+            raise ValueError(
+                f"unit scores of block {b.index} have {h.numel()} heads and {n.numel()} neurons, "
+                f"the block has {b.num_heads} and {b.hidden}"
+            )
+    return [h.double() for h in heads], [n.double() for n in neurons]
+
+
+def max_removable(blocks: list[BlockUnits], budget: Budget, structures: Structures = "both", round_to: int = 1) -> int:
+    """The most a plan can remove while keeping one head and ``round_to`` (or all) neurons per block."""
     total = 0
     for b in blocks:
         if structures in ("both", "heads"):
             total += (b.num_heads - 1) * budget.head_cost(b)
         if structures in ("both", "neurons"):
-            total += (b.hidden - 1) * budget.neuron_cost(b)
+            total += (b.hidden - min(round_to, b.hidden)) * budget.neuron_cost(b)
     return total
 
 
@@ -89,17 +126,37 @@ def removed_cost(blocks: list[BlockUnits], plan: PrunePlan, budget: Budget) -> i
     )
 
 
-def check_feasible(blocks: list[BlockUnits], budget: Budget, structures: Structures = "both") -> None:
+def check_feasible(
+    blocks: list[BlockUnits], budget: Budget, structures: Structures = "both", round_to: int = 1
+) -> None:
     """Raise a one-line ValueError if the budget cannot be met with >= 1 head and neuron per block."""
     if not 0.0 <= budget.sparsity < 1.0:
         raise ValueError(f"pruning.sparsity={budget.sparsity} is outside [0, 1)")
-    limit = max_removable(blocks, budget, structures)
+    limit = max_removable(blocks, budget, structures, round_to)
     if budget.target > limit:
+        neurons = "1 neuron" if round_to == 1 else f"{round_to} neurons (pruning.round_to={round_to})"
         raise ValueError(
             f"pruning.sparsity={budget.sparsity} asks to remove {budget.target} {budget.unit} but at most {limit} "
-            f"(sparsity <= {limit / budget.total:.4f}) can go while keeping 1 head and 1 neuron per block "
+            f"(sparsity <= {limit / budget.total:.4f}) can go while keeping 1 head and {neurons} per block "
             f"with pruning.structures={structures}"
         )
+
+
+def balance(
+    blocks: list[BlockUnits], budget: Budget, h_scores: list[torch.Tensor], n_scores: list[torch.Tensor]
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Scale head and neuron scores so each kind's mean ``score^2 / cost`` is 1.
+
+    Heads and neurons differ in kind (an attention head vs one MLP channel), so their raw importance per
+    parameter is not on one scale: on trained ViTs heads often outrank every neuron and the global budget
+    would only ever take neurons. Balanced, each unit competes on how it ranks within its kind (the graph
+    ranking then decides which heads go), while blocks still compete globally, so layers end up different.
+    """
+    h_density = torch.cat([h.pow(2) / budget.head_cost(b) for b, h in zip(blocks, h_scores, strict=True)]).mean()
+    n_density = torch.cat([n.pow(2) / budget.neuron_cost(b) for b, n in zip(blocks, n_scores, strict=True)]).mean()
+    h_scale = h_density.clamp(min=1e-300).rsqrt()
+    n_scale = n_density.clamp(min=1e-300).rsqrt()
+    return [h * h_scale for h in h_scores], [n * n_scale for n in n_scores]
 
 
 def project(
@@ -110,16 +167,35 @@ def project(
     alpha: float = 1.0,
     allocation: Allocation = "global",
     structures: Structures = "both",
+    round_to: int = 1,
+    fixed_scores: UnitScores | None = None,
+    compete: Compete = "balanced",
 ) -> PrunePlan:
     """The kept heads and neurons of the projection of ``weights`` onto the sparse set.
 
-    With ``allocation="global"`` the removed amount lies in ``[target, target + smallest unit cost)``.
+    ``compete="balanced"`` scales head scores and neuron scores so that each kind's mean importance per
+    unit of cost is 1 before they compete (see :func:`balance`); ``"raw"`` compares them as they are.
+
+    ``fixed_scores`` replaces the weight-based scores of every head and neuron (a baseline whose order
+    must not follow the weights, e.g. a random order drawn once); ``head_scores`` and ``alpha`` are then unused.
+
+    With ``allocation="global"`` the removed amount lies in ``[target, target + smallest unit cost)``;
+    with ``round_to > 1`` it lies within one ``round_to``-neuron chunk (or one head) above ``target``.
     With ``"uniform"`` every block keeps the same share of heads and of neurons (a baseline).
     """
-    check_feasible(blocks, budget, structures)
-    h_scores, n_scores = unit_scores(blocks, weights, head_scores, alpha)
+    if round_to < 1:
+        raise ValueError(f"pruning.round_to={round_to} must be >= 1")
+    check_feasible(blocks, budget, structures, round_to)
+    if fixed_scores is not None:
+        h_scores, n_scores = check_unit_scores(blocks, fixed_scores)
+    else:
+        h_scores, n_scores = unit_scores(blocks, weights, head_scores, alpha)
+        if compete == "balanced" and structures == "both":
+            h_scores, n_scores = balance(blocks, budget, h_scores, n_scores)
+        elif compete not in ("balanced", "raw"):
+            raise ValueError(f"pruning.compete must be 'balanced' or 'raw', got {compete!r}")
     if allocation == "uniform":
-        return _uniform(blocks, budget, h_scores, n_scores, structures)
+        return _uniform(blocks, budget, h_scores, n_scores, structures, round_to)
     if allocation != "global":
         raise ValueError(f"pruning.allocation must be 'global' or 'uniform', got {allocation!r}")
     candidates = []
@@ -158,12 +234,86 @@ def project(
         remove(min((c for c in candidates if removable(c)), key=lambda c: (c.cost, c.density)))
     keep_h = [[j for j in range(b.num_heads) if (0, b.index, j) not in removed_units] for b in blocks]
     keep_n = [[j for j in range(b.hidden) if (1, b.index, j) not in removed_units] for b in blocks]
-    return PrunePlan(heads=tuple(map(tuple, keep_h)), neurons=tuple(map(tuple, keep_n)))
+    plan = PrunePlan(heads=tuple(map(tuple, keep_h)), neurons=tuple(map(tuple, keep_n)))
+    if round_to > 1 and structures != "heads":
+        return _align_neurons(blocks, budget, plan, h_scores, n_scores, structures, round_to)
+    return plan
+
+
+def _order(scores: torch.Tensor) -> list[int]:
+    """Indices from best to worst score (ties: lower index first)."""
+    return sorted(range(scores.numel()), key=lambda j: (-float(scores[j]), j))
 
 
 def _top(scores: torch.Tensor, keep: int) -> tuple[int, ...]:
-    order = sorted(range(scores.numel()), key=lambda j: (-float(scores[j]), j))
-    return tuple(sorted(order[:keep]))
+    return tuple(sorted(_order(scores)[:keep]))
+
+
+def _align_neurons(
+    blocks: list[BlockUnits],
+    budget: Budget,
+    plan: PrunePlan,
+    h_scores: list[torch.Tensor],
+    n_scores: list[torch.Tensor],
+    structures: Structures,
+    round_to: int,
+) -> PrunePlan:
+    """Round every block's kept-neuron count of the global ``plan`` to an allowed count, budget still met.
+
+    Each count goes to the nearest allowed one; while the budget is short, the cheapest step (a chunk
+    of a block's worst kept neurons, or its worst kept head) is removed; then chunks are given back,
+    best first, while the budget stays met. Steps compare ``sum(score^2) / cost``, like the greedy order.
+    """
+    allowed = [neuron_counts(b.hidden, round_to) for b in blocks]
+    orders = [_order(s) for s in n_scores]
+    squares = [[float(s[j]) ** 2 for j in order] for s, order in zip(n_scores, orders, strict=True)]
+    counts = [nearest_count(b.hidden, round_to, len(kept)) for b, kept in zip(blocks, plan.neurons, strict=True)]
+    heads = [sorted(kept, key=lambda j, s=s: (float(s[j]), -j)) for kept, s in zip(plan.heads, h_scores, strict=True)]
+
+    def removed() -> int:
+        return sum(
+            (b.num_heads - len(h)) * budget.head_cost(b) + (b.hidden - k) * budget.neuron_cost(b)
+            for b, h, k in zip(blocks, heads, counts, strict=True)
+        )
+
+    def chunk(b: BlockUnits, lo: int, hi: int) -> tuple[float, int]:
+        cost = (hi - lo) * budget.neuron_cost(b)
+        return sum(squares[b.index][lo:hi]) / cost, cost
+
+    while removed() < budget.target:
+        steps = []
+        for b in blocks:
+            position = allowed[b.index].index(counts[b.index])
+            if position > 0:
+                lower = allowed[b.index][position - 1]
+                steps.append((chunk(b, lower, counts[b.index])[0], 1, b.index, lower))
+            if structures == "both" and len(heads[b.index]) > 1:
+                worst = heads[b.index][0]
+                steps.append((float(h_scores[b.index][worst]) ** 2 / budget.head_cost(b), 0, b.index, worst))
+        _, kind, block, value = min(steps)
+        if kind == 1:
+            counts[block] = value
+        else:
+            heads[block].remove(value)
+    surplus = removed() - budget.target
+    while True:
+        steps = []
+        for b in blocks:
+            position = allowed[b.index].index(counts[b.index])
+            if position + 1 < len(allowed[b.index]):
+                upper = allowed[b.index][position + 1]
+                density, cost = chunk(b, counts[b.index], upper)
+                if cost <= surplus:
+                    steps.append((-density, b.index, upper, cost))
+        if not steps:
+            break
+        _, block, upper, cost = min(steps)
+        counts[block] = upper
+        surplus -= cost
+    return PrunePlan(
+        heads=tuple(tuple(sorted(h)) for h in heads),
+        neurons=tuple(tuple(sorted(order[:k])) for order, k in zip(orders, counts, strict=True)),
+    )
 
 
 def _uniform(
@@ -172,13 +322,17 @@ def _uniform(
     h_scores: list[torch.Tensor],
     n_scores: list[torch.Tensor],
     structures: Structures,
+    round_to: int = 1,
 ) -> PrunePlan:
     """Largest common keep ratio whose removal meets the budget; the best-scored units stay in each block."""
     steps = max(b.hidden if structures != "heads" else b.num_heads for b in blocks)
     for step in range(steps, 0, -1):
         ratio = (step - 1) / steps
         kept_h = [b.num_heads if structures == "neurons" else max(1, round(ratio * b.num_heads)) for b in blocks]
-        kept_n = [b.hidden if structures == "heads" else max(1, round(ratio * b.hidden)) for b in blocks]
+        kept_n = [
+            b.hidden if structures == "heads" else nearest_count(b.hidden, round_to, round(ratio * b.hidden))
+            for b in blocks
+        ]
         removed = sum(
             (b.num_heads - kh) * budget.head_cost(b) + (b.hidden - kn) * budget.neuron_cost(b)
             for b, kh, kn in zip(blocks, kept_h, kept_n, strict=True)
@@ -205,16 +359,30 @@ class StructuredProjector:
         alpha: float = 1.0,
         allocation: Allocation = "global",
         structures: Structures = "both",
+        round_to: int = 1,
+        fixed_scores: UnitScores | None = None,
+        compete: Compete = "balanced",
     ) -> None:
         self.blocks, self.budget = blocks, budget
+        self.compete = compete
         self.head_scores, self.alpha = head_scores, alpha
-        self.allocation, self.structures = allocation, structures
+        self.allocation, self.structures, self.round_to = allocation, structures, round_to
+        self.fixed_scores = fixed_scores
         self.last_plan: PrunePlan | None = None
 
     def plan(self, flat: dict[str, torch.Tensor]) -> PrunePlan:
         per_block = split_by_block(flat, len(self.blocks))
         return project(
-            self.blocks, per_block, self.budget, self.head_scores, self.alpha, self.allocation, self.structures
+            self.blocks,
+            per_block,
+            self.budget,
+            self.head_scores,
+            self.alpha,
+            self.allocation,
+            self.structures,
+            self.round_to,
+            self.fixed_scores,
+            self.compete,
         )
 
     def __call__(self, flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,320 @@
+"""Sweep report: one CSV row per job of a Hydra multirun, a Pareto plot and a mean-over-seeds table.
+
+A researcher asks "is GOHSP better here, and at which budget?"; the answer is in the sweep dir:
+
+* ``sweep_summary.csv``: one row per job (method, ranker, allocation, structures, sparsity, seed, params,
+  flops, val_top1, dense_top1, status, error). A failed job is a row with its one-line error.
+* ``pareto.png``: val top-1 against parameters and against FLOPs, one line per method/ranker (mean over
+  seeds, error bars = std), the dense model as a star and the Pareto front of all points.
+* ``sweep_table.md``: the same numbers grouped over seeds (mean, std and every seed's top-1).
+
+Rows come from each job's ``summary.json`` (written by the pipeline) or, for a failed job,
+``failure.json`` (written by the CLI) and the job's ``.hydra/config.yaml``. :class:`SweepReport` is a Hydra
+callback (``conf/hydra/default.yaml``) that rebuilds the report after every job, so an interrupted sweep
+still has one. Rebuild it by hand with::
+
+    python -m gohsp_lightning.sweep_report multirun/cifar10_subset/2026-11-23_18-00-00
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .pruning.files import atomic_write, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+FAILURE_FILE = "failure.json"
+CSV_FILE = "sweep_summary.csv"
+PLOT_FILE = "pareto.png"
+TABLE_FILE = "sweep_table.md"
+IDENTITY = ("method", "ranker", "allocation", "structures", "sparsity", "seed")
+COLUMNS = (
+    "job",
+    *IDENTITY,
+    "params",
+    "flops",
+    "val_top1",
+    "dense_top1",
+    "dense_params",
+    "dense_flops",
+    "status",
+    "error",
+)
+GROUP = ("method", "ranker", "allocation", "structures")
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def record_failure(job_dir: str | Path, error: BaseException) -> Path:
+    """Write ``failure.json`` into a job's output dir, so the report shows the job as a failed row."""
+    return atomic_write_json(Path(job_dir) / FAILURE_FILE, {"type": type(error).__name__, "error": one_line(error)})
+
+
+# ----------------------------------------------------------------------------- rows
+def _job_key(job: Path, sweep_dir: Path) -> tuple[Any, ...]:
+    parts = job.relative_to(sweep_dir).parts
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job dir under ``sweep_dir`` (a dir with Hydra's ``.hydra/config.yaml``), in job-number order."""
+    jobs = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")} - {sweep_dir}
+    return sorted(jobs, key=lambda job: _job_key(job, sweep_dir))
+
+
+def _config_identity(job: Path) -> dict[str, Any]:
+    """Method, ranker, ... of a job that wrote no summary, from the config Hydra saved before it ran."""
+    cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
+    pruning = cfg.get("pruning") or {}
+    return {key: cfg.get("seed") if key == "seed" else pruning.get(key) for key in IDENTITY}
+
+
+def job_row(job: Path, sweep_dir: Path) -> dict[str, Any]:
+    """One CSV row: the job's summary, or its identity with ``status`` failed (and the error) or incomplete."""
+    row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
+    row["job"] = job.relative_to(sweep_dir).as_posix()
+    summary_path, failure_path = job / SUMMARY_FILE, job / FAILURE_FILE
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        row.update({key: summary.get(key, "") for key in IDENTITY})
+        row.update({key: summary["pruned"][key] for key in ("params", "flops", "val_top1")})
+        row.update({f"dense_{key}": summary["dense"][key] for key in ("params", "flops")})
+        row.update(dense_top1=summary["dense"]["val_top1"], status="ok")
+        return row
+    row.update(_config_identity(job))
+    if failure_path.is_file():
+        failure = json.loads(failure_path.read_text())
+        row.update(status="failed", error=f"{failure['type']}: {failure['error']}")
+    else:
+        row.update(status="incomplete", error=f"no {SUMMARY_FILE} or {FAILURE_FILE} (still running or killed)")
+    return row
+
+
+def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    sweep_dir = Path(sweep_dir)
+    return [job_row(job, sweep_dir) for job in job_dirs(sweep_dir)]
+
+
+# ----------------------------------------------------------------------------- aggregation
+def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows grouped by method, ranker, allocation, structures and sparsity: mean over the seeds that succeeded.
+
+    A group whose every run failed is kept, with ``runs`` 0 and no numbers, so the table still shows it.
+    """
+    members: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        members.setdefault(tuple(row[k] for k in (*GROUP, "sparsity")), []).append(row)
+    out = []
+    for key, group_rows in members.items():
+        ok = [r for r in group_rows if r["status"] == "ok"]
+        top1 = [float(r["val_top1"]) for r in ok]
+        out.append(
+            {
+                **dict(zip((*GROUP, "sparsity"), key, strict=True)),
+                "runs": len(ok),
+                "failed": len(group_rows) - len(ok),
+                "top1_mean": statistics.fmean(top1) if ok else None,
+                "top1_std": (statistics.stdev(top1) if len(top1) > 1 else 0.0) if ok else None,
+                "per_seed": {r["seed"]: float(r["val_top1"]) for r in ok},
+                "params": statistics.fmean(float(r["params"]) for r in ok) if ok else None,
+                "flops": statistics.fmean(float(r["flops"]) for r in ok) if ok else None,
+                "dense_top1": statistics.fmean(float(r["dense_top1"]) for r in ok) if ok else None,
+            }
+        )
+    return sorted(out, key=lambda g: tuple(str(g[k]) for k in (*GROUP, "sparsity")))
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def markdown_table(groups: Sequence[dict[str, Any]]) -> str:
+    header = (
+        "| method | ranker | allocation | structures | sparsity | runs | val top-1 mean ± std | per-seed top-1 "
+        "| params | FLOPs | dense top-1 |\n|" + " --- |" * 11 + "\n"
+    )
+    lines = []
+    for g in groups:
+        seeds = ", ".join(f"s{seed}: {top1:.4f}" for seed, top1 in sorted(g["per_seed"].items())) or "—"
+        runs = f"{g['runs']}" + (f" (+{g['failed']} failed)" if g["failed"] else "")
+        top1 = "—" if g["top1_mean"] is None else f"{g['top1_mean']:.4f} ± {g['top1_std']:.4f}"
+        lines.append(
+            f"| {g['method']} | {g['ranker']} | {g['allocation']} | {g['structures']} | {g['sparsity']} | {runs} "
+            f"| {top1} | {seeds} | {_cell(g['params'], ',.0f')} | {_cell(g['flops'], ',.0f')} "
+            f"| {_cell(g['dense_top1'], '.4f')} |"
+        )
+    return header + "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- outputs
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue()))
+
+
+def _label(group: dict[str, Any], varying: set[str]) -> str:
+    return "/".join(str(group[k]) for k in GROUP if k in ("method", "ranker") or k in varying)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both cost (lower) and accuracy (higher), by increasing cost."""
+    front: list[tuple[float, float]] = []
+    for cost, top1 in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or top1 > front[-1][1]:
+            front.append((cost, top1))
+    return front
+
+
+def plot_pareto(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path:
+    """Top-1 vs params and vs FLOPs, one line per method/ranker (Agg, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = [g for g in aggregate(rows) if g["runs"]]
+    ok = [r for r in rows if r["status"] == "ok"]
+    varying = {k for k in ("allocation", "structures") if len({g[k] for g in groups}) > 1}
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for g in groups:
+        lines.setdefault(_label(g, varying), []).append(g)
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    failed = sum(r["status"] != "ok" for r in rows)
+    fig.suptitle(f"{title}: {len(ok)} runs" + (f", {failed} failed" if failed else ""))
+    for ax, cost, unit in (
+        (fig.add_subplot(1, 2, 1), "params", "parameters"),
+        (fig.add_subplot(1, 2, 2), "flops", "FLOPs"),
+    ):
+        for label, members in sorted(lines.items()):
+            members = sorted(members, key=lambda g: g[cost])
+            ax.errorbar(
+                [g[cost] / 1e6 for g in members],
+                [g["top1_mean"] for g in members],
+                yerr=[g["top1_std"] for g in members],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
+        front = pareto_front([(g[cost], g["top1_mean"]) for g in groups])
+        if len(front) > 1:
+            ax.step(
+                [c / 1e6 for c, _ in front],
+                [t for _, t in front],
+                where="post",
+                color="grey",
+                linestyle=":",
+                label="Pareto front",
+            )
+        if ok:
+            ax.plot(
+                statistics.fmean(float(r[f"dense_{cost}"]) for r in ok) / 1e6,
+                statistics.fmean(float(r["dense_top1"]) for r in ok),
+                marker="*",
+                markersize=14,
+                color="black",
+                linestyle="none",
+                label="dense",
+            )
+        ax.set_xlabel(f"{unit} (M)")
+        ax.set_ylabel("val top-1")
+        ax.grid(alpha=0.3)
+        if groups or ok:
+            ax.legend(fontsize="small")
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+def build_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Write the CSV, the plot and the table into ``sweep_dir``; returns the rows."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect_rows(sweep_dir)
+    write_csv(sweep_dir / CSV_FILE, rows)
+    plot_pareto(sweep_dir / PLOT_FILE, rows, title="/".join(sweep_dir.resolve().parts[-2:]))
+    table = markdown_table(aggregate(rows))
+    atomic_write(sweep_dir / TABLE_FILE, lambda tmp: tmp.write_text(table))
+    return rows
+
+
+# ----------------------------------------------------------------------------- Hydra callback
+class SweepReport(Callback):
+    """Rebuilds the report of a multirun after each job and at the end (single runs are left alone).
+
+    A job that raises (rather than returning after recording its failure, as the CLI does) is recorded
+    here from Hydra's ``JobReturn``, so it still becomes a failed row.
+    """
+
+    def __init__(self) -> None:
+        self.sweep_dirs: set[Path] = set()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            return
+        if job_return.status == JobStatus.FAILED and isinstance(job_return._return_value, BaseException):
+            record_failure(hydra_cfg.runtime.output_dir, job_return._return_value)
+        sweep_dir = (Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir).resolve()  # cwd may be the job dir
+        self.sweep_dirs.add(sweep_dir)
+        self._build(sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        for sweep_dir in sorted(self.sweep_dirs):
+            rows = self._build(sweep_dir)
+            failed = [r for r in rows if r["status"] != "ok"]
+            log.info(f"sweep report: {len(rows) - len(failed)} ok, {len(failed)} failed -> {sweep_dir / CSV_FILE}")
+            for row in failed:
+                log.warning(f"job {row['job']} {row['status']}: {row['error']}")
+
+    @staticmethod
+    def _build(sweep_dir: Path) -> list[dict[str, Any]]:
+        """A report that cannot be built is logged, never allowed to stop the sweep."""
+        try:
+            return build_report(sweep_dir)
+        except Exception as err:  # the jobs' results on disk matter more than the report
+            log.error(f"sweep report for {sweep_dir} failed: {type(err).__name__}: {one_line(err)}")
+            return []
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gohsp_lightning.sweep_report", description="Rebuild the report of a Hydra sweep dir."
+    )
+    parser.add_argument("sweep_dir", type=Path, help="the multirun dir, e.g. multirun/cifar10_subset/<date>")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir() or not job_dirs(args.sweep_dir):
+        print(f"error: {args.sweep_dir} holds no Hydra job dirs (<job>/.hydra/config.yaml)", file=sys.stderr)
+        return 2
+    rows = build_report(args.sweep_dir)
+    failed = sum(r["status"] != "ok" for r in rows)
+    print(markdown_table(aggregate(rows)), end="")
+    print(
+        f"{len(rows)} jobs ({failed} not ok); wrote {', '.join((CSV_FILE, PLOT_FILE, TABLE_FILE))} in {args.sweep_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Sweeps through the real ``python run.py -m``: one report row per job, failures included; fair baselines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from gohsp_lightning.sweep_report import aggregate, main, pareto_front
+
+from .conftest import FAST, ROOT, compose_run
+
+# one thread: on a small shared CPU, torch's default thread pool is several times slower
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+TINY = [
+    *FAST,
+    "pruning.dense_epochs=1",
+    "pruning.admm_epochs=1",
+    "pruning.finetune_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+]
+
+
+def run_py(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.mark.slow
+def test_multirun_reports_every_job_and_survives_an_infeasible_one(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_py("-m", f"hydra.sweep.dir={sweep}", *TINY, "pruning.sparsity=0.3,0.99", "pruning.ranker=graph,random")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    rows = list(csv.DictReader((sweep / "sweep_summary.csv").open()))
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
+    by_key = {(r["sparsity"], r["ranker"]): r for r in rows}
+    assert set(by_key) == {("0.3", "graph"), ("0.3", "random"), ("0.99", "graph"), ("0.99", "random")}
+    for ranker in ("graph", "random"):
+        ok = by_key[("0.3", ranker)]
+        summary = json.loads((sweep / ok["job"] / "summary.json").read_text())
+        assert ok["status"] == "ok" and ok["error"] == ""
+        assert (ok["method"], ok["allocation"], ok["structures"], ok["seed"]) == ("gohsp", "global", "both", "0")
+        assert float(ok["val_top1"]) == summary["pruned"]["val_top1"]
+        assert float(ok["dense_top1"]) == summary["dense"]["val_top1"]
+        assert int(ok["params"]) == summary["pruned"]["params"] <= 0.7 * int(ok["dense_params"])
+        assert int(ok["flops"]) == summary["pruned"]["flops"] < int(ok["dense_flops"])
+        failed = by_key[("0.99", ranker)]
+        assert failed["status"] == "failed"
+        assert failed["error"].startswith("ValueError: pruning.sparsity=0.99 asks to remove")
+        assert failed["params"] == failed["val_top1"] == ""
+        assert not (sweep / failed["job"] / "summary.json").exists()
+    # graph and random removed different structures from the same dense model
+    plans = [
+        json.loads((sweep / by_key[("0.3", r)]["job"] / "summary.json").read_text())["pruned"]
+        for r in ("graph", "random")
+    ]
+    assert plans[0]["mlp_hidden_per_block"] != plans[1]["mlp_hidden_per_block"]
+
+    with Image.open(sweep / "pareto.png") as image:
+        assert image.format == "PNG" and image.size[0] >= 800
+        image.verify()
+    table = (sweep / "sweep_table.md").read_text()
+    assert "| gohsp | graph | global | both | 0.3 | 1 | " in table
+    assert "| gohsp | random | global | both | 0.99 | 0 (+1 failed) | — |" in table
+
+    # the report is rebuilt from the job dirs alone
+    before = (sweep / "sweep_summary.csv").read_text()
+    (sweep / "sweep_summary.csv").unlink()
+    (sweep / "pareto.png").unlink()
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "gohsp_lightning.sweep_report", str(sweep)], env=ENV, capture_output=True, text=True
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "4 jobs (2 not ok)" in rebuilt.stdout
+    assert (sweep / "sweep_summary.csv").read_text() == before
+    assert (sweep / "pareto.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.slow
+def test_single_run_keeps_the_one_line_error_and_exit_2(tmp_path):
+    """The same infeasible job outside a multirun: one line and exit 2, no failure record."""
+    result = run_py(f"hydra.run.dir={tmp_path}", *FAST, "pruning.sparsity=0.99")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: pruning.sparsity=0.99 asks to remove")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "failure.json").exists()
+    assert not (tmp_path / "sweep_summary.csv").exists()
+
+
+def test_report_cli_rejects_a_dir_without_jobs(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path} holds no Hydra job dirs")
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [(100, 0.5), (80, 0.4), (80, 0.45), (120, 0.48), (60, 0.3), (130, 0.6)]
+    assert pareto_front(points) == [(60, 0.3), (80, 0.45), (100, 0.5), (130, 0.6)]
+
+
+def test_aggregate_means_over_seeds_and_counts_failures():
+    def row(seed, top1, status="ok"):
+        return {
+            "method": "gohsp",
+            "ranker": "graph",
+            "allocation": "global",
+            "structures": "both",
+            "sparsity": 0.4,
+            "seed": seed,
+            "params": 100,
+            "flops": 1000,
+            "val_top1": top1,
+            "dense_top1": 0.5,
+            "status": status,
+        }
+
+    (group,) = aggregate([row(0, 0.40), row(1, 0.44), row(2, "", "failed")])
+    assert group["runs"] == 2 and group["failed"] == 1
+    assert group["top1_mean"] == pytest.approx(0.42)
+    assert group["top1_std"] == pytest.approx(0.0282843, abs=1e-6)
+    assert group["per_seed"] == {0: 0.40, 1: 0.44}
+    (only_failed,) = aggregate([{**row(0, "", "failed"), "sparsity": 0.99}])
+    assert only_failed["runs"] == 0 and only_failed["failed"] == 1 and only_failed["top1_mean"] is None
+
+
+@pytest.mark.parametrize("method", ["gohsp", "oneshot", "dense"])
+def test_every_method_trains_the_same_number_of_epochs(method, tmp_path):
+    epochs = ["pruning.dense_epochs=4", "pruning.admm_epochs=3", "pruning.finetune_epochs=2"]
+    p = compose_run([f"pruning.method={method}", *epochs], tmp_path).pruning
+    assert p.dense_epochs + p.admm_epochs + p.finetune_epochs == 9
+    if method == "oneshot":  # no ADMM stage: its epochs go to the fine-tune
+        assert (p.admm_epochs, p.finetune_epochs) == (0, 5)
+    via_group = compose_run([f"pruning={method}", *epochs], tmp_path).pruning
+    assert via_group == p
+
+
+def test_sweep_configs_compose_with_their_grids(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["sweep=baselines"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params["pruning.ranker"] == "graph,magnitude,random"
+    assert params["pruning.allocation"] == "global,uniform"
+    assert cfg.hydra.callbacks.sweep_report._target_ == "gohsp_lightning.sweep_report.SweepReport"
