@@ -22,17 +22,21 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 # Fast settings for pipeline runs in tests: a small real ViT at 32x32, no progress bar, no workers.
+# The small real ViT (3 blocks of 4 heads, 16 tokens) every subprocess and pipeline test trains.
+TINY_MODEL = [
+    "model.kwargs.embed_dim=64",
+    "model.kwargs.depth=3",
+    "model.kwargs.num_heads=4",
+    "model.kwargs.patch_size=8",
+    "ranking.calibration_images=64",
+]
 FAST = [
     "logger=csv",
     "callbacks=none",
     "trainer.enable_progress_bar=false",
     "trainer.enable_checkpointing=false",
     "data.num_workers=0",
-    "model.kwargs.embed_dim=64",
-    "model.kwargs.depth=3",
-    "model.kwargs.num_heads=4",
-    "model.kwargs.patch_size=8",
-    "ranking.calibration_images=64",
+    *TINY_MODEL,
 ]
 
 

@@ -23,7 +23,7 @@ import pytest
 from gohsp_lightning.config import to_dict
 from gohsp_lightning.stages import flat_settings
 
-from .conftest import ROOT, SUBSET, compose_run
+from .conftest import ROOT, SUBSET, TINY_MODEL, compose_run
 
 FAST_RUN = [
     "logger=csv",
@@ -32,11 +32,7 @@ FAST_RUN = [
     "trainer.limit_train_batches=3",
     "trainer.limit_val_batches=1",
     "data.num_workers=0",
-    "model.kwargs.embed_dim=64",
-    "model.kwargs.depth=3",
-    "model.kwargs.num_heads=4",
-    "model.kwargs.patch_size=8",
-    "ranking.calibration_images=64",
+    *TINY_MODEL,
     "pruning.dense_epochs=1",
     "pruning.admm_epochs=1",
     "pruning.finetune_epochs=1",

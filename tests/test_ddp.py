@@ -24,7 +24,7 @@ from gohsp_lightning.callbacks import RankAgreementCallback
 from gohsp_lightning.module import GohspModule
 from gohsp_lightning.pruning import Budget, count_params
 
-from .conftest import ROOT
+from .conftest import ROOT, TINY_MODEL
 from .test_module import setup
 
 SETTINGS = [
@@ -34,11 +34,7 @@ SETTINGS = [
     "trainer.limit_train_batches=3",
     "trainer.limit_val_batches=1",
     "data.num_workers=0",
-    "model.kwargs.embed_dim=64",
-    "model.kwargs.depth=3",
-    "model.kwargs.num_heads=4",
-    "model.kwargs.patch_size=8",
-    "ranking.calibration_images=64",
+    *TINY_MODEL,
     "pruning.ranker=taylor",  # scores that differ between heads, so a broadcast that changed nothing shows
     "pruning.dense_epochs=1",
     "pruning.admm_epochs=2",

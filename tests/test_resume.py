@@ -27,7 +27,7 @@ from gohsp_lightning.models import create_student
 from gohsp_lightning.module import GohspModule
 from gohsp_lightning.pruning import Budget, PrunePlan, apply_plan, count_params, find_blocks
 
-from .conftest import ROOT
+from .conftest import ROOT, TINY_MODEL
 from .test_module import setup, trainer
 
 RUN = [sys.executable, str(ROOT / "run.py")]
@@ -40,11 +40,7 @@ SETTINGS = [
     "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=1",
     "data.num_workers=0",
-    "model.kwargs.embed_dim=64",
-    "model.kwargs.depth=3",
-    "model.kwargs.num_heads=4",
-    "model.kwargs.patch_size=8",
-    "ranking.calibration_images=64",
+    *TINY_MODEL,
     "pruning.dense_epochs=2",
     "pruning.admm_epochs=3",
     "pruning.finetune_epochs=2",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -351,39 +351,13 @@ class StructuredProjector:
     Remembers the plan of its last call (``last_plan``), which is the support of Z.
     """
 
-    def __init__(
-        self,
-        blocks: list[BlockUnits],
-        budget: Budget,
-        head_scores: list[torch.Tensor] | None = None,
-        alpha: float = 1.0,
-        allocation: Allocation = "global",
-        structures: Structures = "both",
-        round_to: int = 1,
-        fixed_scores: UnitScores | None = None,
-        compete: Compete = "balanced",
-    ) -> None:
-        self.blocks, self.budget = blocks, budget
-        self.compete = compete
-        self.head_scores, self.alpha = head_scores, alpha
-        self.allocation, self.structures, self.round_to = allocation, structures, round_to
-        self.fixed_scores = fixed_scores
+    def __init__(self, blocks: list[BlockUnits], budget: Budget, **options: Any) -> None:
+        """``options`` are :func:`project`'s keyword arguments (head_scores, alpha, allocation, ...)."""
+        self.blocks, self.budget, self.options = blocks, budget, options
         self.last_plan: PrunePlan | None = None
 
     def plan(self, flat: dict[str, torch.Tensor]) -> PrunePlan:
-        per_block = split_by_block(flat, len(self.blocks))
-        return project(
-            self.blocks,
-            per_block,
-            self.budget,
-            self.head_scores,
-            self.alpha,
-            self.allocation,
-            self.structures,
-            self.round_to,
-            self.fixed_scores,
-            self.compete,
-        )
+        return project(self.blocks, split_by_block(flat, len(self.blocks)), self.budget, **self.options)
 
     def __call__(self, flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         plan = self.plan(flat)
