@@ -89,3 +89,12 @@ def test_infeasible_budget_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"pruning.sparsity=0.99 asks to remove"):
         run(cfg)
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_budget_that_rounding_makes_infeasible_fails_before_training(tmp_path):
+    # 3 blocks of 256 neurons rounded to 128 can keep no fewer than 128 each: 0.6 of the params is too much
+    cfg = compose_run([*FAST, "pruning.sparsity=0.6", "pruning.round_to=128", "pruning.structures=neurons"], tmp_path)
+    with pytest.raises(ValueError, match=r"pruning.round_to=128"):
+        run(cfg)
+    assert not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "stages" / "dense.json").exists(), "the dense stage must not have trained"

@@ -272,7 +272,7 @@ class Pipeline:
             tokens=num_tokens(model),
         )
         if p.method != "dense":
-            check_feasible(find_blocks(model), budget, p.structures)
+            check_feasible(find_blocks(model), budget, p.structures, p.round_to)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.loggers = build_loggers(cfg.logger, self._log_dir(), name=f"{cfg.name}-{p.method}-{p.sparsity}")
         with closing_loggers(self.loggers):
