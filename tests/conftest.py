@@ -30,6 +30,16 @@ TINY_MODEL = [
     "model.kwargs.patch_size=8",
     "ranking.calibration_images=64",
 ]
+# A short checkpointed run of the tiny model, for `python run.py` subprocess tests.
+SHORT_RUN = [
+    "logger=csv",
+    "callbacks=model_checkpoint",
+    "trainer.enable_progress_bar=false",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "data.num_workers=0",
+    *TINY_MODEL,
+]
 FAST = [
     "logger=csv",
     "callbacks=none",

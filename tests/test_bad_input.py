@@ -23,16 +23,10 @@ import pytest
 from gohsp_lightning.config import to_dict
 from gohsp_lightning.stages import flat_settings
 
-from .conftest import ROOT, SUBSET, TINY_MODEL, compose_run
+from .conftest import ROOT, SHORT_RUN, SUBSET, compose_run
 
 FAST_RUN = [
-    "logger=csv",
-    "callbacks=model_checkpoint",
-    "trainer.enable_progress_bar=false",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=1",
-    "data.num_workers=0",
-    *TINY_MODEL,
+    *SHORT_RUN,
     "pruning.dense_epochs=1",
     "pruning.admm_epochs=1",
     "pruning.finetune_epochs=1",

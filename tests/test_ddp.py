@@ -24,17 +24,11 @@ from gohsp_lightning.callbacks import RankAgreementCallback
 from gohsp_lightning.module import GohspModule
 from gohsp_lightning.pruning import Budget, count_params
 
-from .conftest import ROOT, TINY_MODEL
+from .conftest import ROOT, SHORT_RUN
 from .test_module import setup
 
 SETTINGS = [
-    "logger=csv",
-    "callbacks=model_checkpoint",
-    "trainer.enable_progress_bar=false",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=1",
-    "data.num_workers=0",
-    *TINY_MODEL,
+    *SHORT_RUN,
     "pruning.ranker=taylor",  # scores that differ between heads, so a broadcast that changed nothing shows
     "pruning.dense_epochs=1",
     "pruning.admm_epochs=2",
