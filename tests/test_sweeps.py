@@ -9,9 +9,11 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from PIL import Image
 
-from gohsp_lightning.sweep_report import aggregate, main, pareto_front
+from gohsp_lightning import cli
+from gohsp_lightning.sweep_report import aggregate, main, pareto_front, settings
 
 from .conftest import FAST, ROOT, compose_run
 
@@ -82,6 +84,61 @@ def test_multirun_reports_every_job_and_survives_an_infeasible_one(tmp_path):
     assert "4 jobs (2 not ok)" in rebuilt.stdout
     assert (sweep / "sweep_summary.csv").read_text() == before
     assert (sweep / "pareto.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_optuna_sweep_tunes_the_recipe_and_reports_every_trial(tmp_path):
+    """sweep=optuna: each trial is a full run whose pruned top-1 Optuna maximizes; failed trials do not stop it."""
+    sweep = tmp_path / "optuna"
+    result = run_py("-m", "sweep=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((sweep / "sweep_summary.csv").open()))
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    sampled = [{o.partition("=")[0]: o.partition("=")[2] for o in r["overrides"].split()} for r in rows]
+    assert len({s["admm.rho"] for s in sampled}) == 3  # three different trials, each its own setting
+    for s in sampled:
+        assert 1e-3 <= float(s["admm.rho"]) <= 1e-1 and 0.0 <= float(s["pruning.alpha"]) <= 2.0
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(float(r["val_top1"]) for r in rows)
+    table = (sweep / "sweep_table.md").read_text()
+    assert "| setting |" in table and table.count("| gohsp | graph | global | both | 0.4 | admm.rho=") == 3
+
+    infeasible = tmp_path / "infeasible"
+    result = run_py(
+        "-m",
+        "sweep=optuna",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={infeasible}",
+        *TINY,
+        "pruning.sparsity=0.99",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((infeasible / "sweep_summary.csv").open()))
+    assert [r["status"] for r in rows] == ["failed"] * 2
+    assert rows[0]["error"].startswith("ValueError: pruning.sparsity=0.99 asks to remove")
+
+
+def test_sweep_optuna_without_the_plugin_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_installed", lambda module: False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.require_optional_plugins(["-m", "sweep=optuna"])
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr().err == 'error: sweep=optuna needs the Optuna sweeper plugin: pip install -e ".[optuna]"\n'
+    )
+    cli.require_optional_plugins(["-m", "sweep=baselines"])  # other sweeps need nothing extra
+
+
+def test_settings_are_the_swept_keys_beyond_identity_and_seed():
+    rows = [
+        {"overrides": "sweep=optuna pruning.ranker=graph seed=0 admm.rho=0.02693883019285411 optim.lr=0.001"},
+        {"overrides": "sweep=optuna pruning.ranker=graph seed=1 admm.rho=0.02693883019285411 optim.lr=0.001"},
+        {"overrides": "sweep=optuna pruning.ranker=magnitude seed=0 admm.rho=0.5 optim.lr=0.001"},
+    ]
+    assert settings(rows) == ["admm.rho=0.02694", "admm.rho=0.02694", "admm.rho=0.5"]
+    assert settings([{"overrides": "pruning.sparsity=0.3 seed=0"}, {"overrides": "pruning.sparsity=0.4 seed=1"}]) == [
+        "",
+        "",
+    ]
 
 
 @pytest.mark.slow

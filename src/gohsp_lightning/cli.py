@@ -2,14 +2,18 @@
 
 A single run that fails on bad input prints one line and exits 2. A job of a multirun (``-m``) must not
 take the sweep down with it: any failure is recorded in the job's ``failure.json`` (a failed row of the
-sweep report) and the job returns NaN, so the sweeper moves on to the next job.
+sweep report) and the job returns -inf, the worst top-1, so the sweeper moves on to the next job. Not NaN:
+Optuna's Hydra sweeper cannot record a NaN trial (it raises), while -inf is a valid, failed-looking value
+to a maximizing search and is ignored by the basic sweeper.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import sys
+from collections.abc import Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -24,13 +28,28 @@ log = logging.getLogger("gohsp_lightning")
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError, FloatingPointError)
 
 
+def require_optional_plugins(argv: Sequence[str]) -> None:
+    """``sweep=optuna`` needs an optional extra: say how to get it, where Hydra would only say the sweeper
+    config is missing."""
+    if "sweep=optuna" in argv and not _installed("hydra_plugins.hydra_optuna_sweeper"):
+        print('error: sweep=optuna needs the Optuna sweeper plugin: pip install -e ".[optuna]"', file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def in_multirun() -> bool:
     """True inside a job of ``python run.py -m ...``."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def main_from_hydra(cfg: DictConfig) -> float:
-    """Run and return the pruned val top-1 (the sweep metric; NaN for a failed multirun job)."""
+    """Run and return the pruned val top-1 (the sweep metric; -inf for a failed multirun job)."""
     try:
         summary = run(from_hydra(cfg))
     except Exception as err:
@@ -48,4 +67,4 @@ def _record_job_failure(err: Exception) -> float:
     job_dir = HydraConfig.get().runtime.output_dir
     record_failure(job_dir, err)
     log.error(f"job failed, the sweep goes on: {one_line(err)}", exc_info=not isinstance(err, USER_ERRORS))
-    return math.nan
+    return -math.inf

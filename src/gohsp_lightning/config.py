@@ -146,11 +146,24 @@ class RunConfig:
     callbacks: dict[str, Any] = field(default_factory=dict)
 
 
+def project_dir() -> str:
+    """The folder holding the ``conf/`` that Hydra composed from (the clone's root): the ``${project_dir:}``
+    resolver, so the embedded data set is found whatever the working directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    for source in HydraConfig.get().runtime.config_sources:
+        if source.provider == "main" and source.schema == "file":
+            return str(Path(source.path).resolve().parent)
+    raise ConfigError("${project_dir:} needs the configs loaded from a folder (conf/), not from a package")
+
+
 def from_hydra(cfg: Any) -> RunConfig:
     """Merge a composed Hydra config into :class:`RunConfig` and validate it; raises :class:`ConfigError`."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    if not OmegaConf.has_resolver("project_dir"):
+        OmegaConf.register_new_resolver("project_dir", project_dir)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
         run = OmegaConf.to_object(merged)

@@ -3,10 +3,11 @@
 A researcher asks "is GOHSP better here, and at which budget?"; the answer is in the sweep dir:
 
 * ``sweep_summary.csv``: one row per job (method, ranker, allocation, structures, sparsity, seed, params,
-  flops, val_top1, dense_top1, status, error). A failed job is a row with its one-line error.
+  flops, val_top1, dense_top1, status, error, overrides). A failed job is a row with its one-line error.
 * ``pareto.png``: val top-1 against parameters and against FLOPs, one line per method/ranker (mean over
   seeds, error bars = std), the dense model as a star and the Pareto front of all points.
-* ``sweep_table.md``: the same numbers grouped over seeds (mean, std and every seed's top-1).
+* ``sweep_table.md``: the same numbers grouped over seeds (mean, std and every seed's top-1); jobs that
+  differ in other swept keys (an Optuna trial's alpha, rho, lr) are told apart by a ``setting`` column.
 
 Rows come from each job's ``summary.json`` (written by the pipeline) or, for a failed job,
 ``failure.json`` (written by the CLI) and the job's ``.hydra/config.yaml``. :class:`SweepReport` is a Hydra
@@ -57,8 +58,12 @@ COLUMNS = (
     "dense_flops",
     "status",
     "error",
+    "overrides",
 )
 GROUP = ("method", "ranker", "allocation", "structures")
+# Override keys that the identity columns already show; any other override that differs between jobs (an
+# Optuna trial's alpha, rho, lr) is the job's "setting" and keeps it apart from other settings in the table.
+IDENTITY_OVERRIDES = {"seed", "pruning", *(f"pruning.{key}" for key in IDENTITY)}
 
 
 def one_line(error: BaseException) -> str:
@@ -91,10 +96,17 @@ def _config_identity(job: Path) -> dict[str, Any]:
     return {key: cfg.get("seed") if key == "seed" else pruning.get(key) for key in IDENTITY}
 
 
+def job_overrides(job: Path) -> list[str]:
+    """The job's command-line and swept overrides (``key=value``), as Hydra saved them."""
+    path = job / ".hydra" / "overrides.yaml"
+    return [str(o) for o in (yaml.safe_load(path.read_text()) or [])] if path.is_file() else []
+
+
 def job_row(job: Path, sweep_dir: Path) -> dict[str, Any]:
     """One CSV row: the job's summary, or its identity with ``status`` failed (and the error) or incomplete."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
     row["job"] = job.relative_to(sweep_dir).as_posix()
+    row["overrides"] = " ".join(job_overrides(job))
     summary_path, failure_path = job / SUMMARY_FILE, job / FAILURE_FILE
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
@@ -118,21 +130,43 @@ def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- aggregation
+def _parse_overrides(row: dict[str, Any]) -> dict[str, str]:
+    pairs = (item.partition("=") for item in str(row.get("overrides") or "").split())
+    return {key.lstrip("+~"): value for key, _, value in pairs if key.lstrip("+~") not in IDENTITY_OVERRIDES}
+
+
+def settings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each row's setting: its overrides (other than identity columns and seed) whose values differ across rows."""
+    parsed = [_parse_overrides(row) for row in rows]
+    keys = sorted({key for p in parsed for key in p})
+    varying = [key for key in keys if len({p.get(key) for p in parsed}) > 1]
+    return [" ".join(f"{key}={_short(p[key])}" for key in varying if key in p) for p in parsed]
+
+
+def _short(value: str) -> str:
+    """A sampled float in 4 significant digits (0.02693883019285411 -> 0.02694); anything else unchanged."""
+    try:
+        return value if value.isdigit() else format(float(value), ".4g")
+    except ValueError:
+        return value
+
+
 def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows grouped by method, ranker, allocation, structures and sparsity: mean over the seeds that succeeded.
+    """Rows grouped by method, ranker, allocation, structures, sparsity and setting: mean over the seeds that
+    succeeded.
 
     A group whose every run failed is kept, with ``runs`` 0 and no numbers, so the table still shows it.
     """
     members: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        members.setdefault(tuple(row[k] for k in (*GROUP, "sparsity")), []).append(row)
+    for row, setting in zip(rows, settings(rows), strict=True):
+        members.setdefault((*(row[k] for k in (*GROUP, "sparsity")), setting), []).append(row)
     out = []
     for key, group_rows in members.items():
         ok = [r for r in group_rows if r["status"] == "ok"]
         top1 = [float(r["val_top1"]) for r in ok]
         out.append(
             {
-                **dict(zip((*GROUP, "sparsity"), key, strict=True)),
+                **dict(zip((*GROUP, "sparsity", "setting"), key, strict=True)),
                 "runs": len(ok),
                 "failed": len(group_rows) - len(ok),
                 "top1_mean": statistics.fmean(top1) if ok else None,
@@ -143,7 +177,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "dense_top1": statistics.fmean(float(r["dense_top1"]) for r in ok) if ok else None,
             }
         )
-    return sorted(out, key=lambda g: tuple(str(g[k]) for k in (*GROUP, "sparsity")))
+    return sorted(out, key=lambda g: tuple(str(g[k]) for k in (*GROUP, "sparsity", "setting")))
 
 
 def _cell(value: float | None, spec: str) -> str:
@@ -151,18 +185,20 @@ def _cell(value: float | None, spec: str) -> str:
 
 
 def markdown_table(groups: Sequence[dict[str, Any]]) -> str:
-    header = (
-        "| method | ranker | allocation | structures | sparsity | runs | val top-1 mean ± std | per-seed top-1 "
-        "| params | FLOPs | dense top-1 |\n|" + " --- |" * 11 + "\n"
-    )
+    """One line per group; a ``setting`` column only when jobs differ in more than the identity columns."""
+    with_setting = any(g.get("setting") for g in groups)
+    columns = ["method", "ranker", "allocation", "structures", "sparsity", *(["setting"] if with_setting else [])]
+    columns += ["runs", "val top-1 mean ± std", "per-seed top-1", "params", "FLOPs", "dense top-1"]
+    header = "| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns) + "\n"
     lines = []
     for g in groups:
         seeds = ", ".join(f"s{seed}: {top1:.4f}" for seed, top1 in sorted(g["per_seed"].items())) or "—"
         runs = f"{g['runs']}" + (f" (+{g['failed']} failed)" if g["failed"] else "")
         top1 = "—" if g["top1_mean"] is None else f"{g['top1_mean']:.4f} ± {g['top1_std']:.4f}"
+        setting = f" {g['setting'] or '—'} |" if with_setting else ""
         lines.append(
-            f"| {g['method']} | {g['ranker']} | {g['allocation']} | {g['structures']} | {g['sparsity']} | {runs} "
-            f"| {top1} | {seeds} | {_cell(g['params'], ',.0f')} | {_cell(g['flops'], ',.0f')} "
+            f"| {g['method']} | {g['ranker']} | {g['allocation']} | {g['structures']} | {g['sparsity']} |{setting} "
+            f"{runs} | {top1} | {seeds} | {_cell(g['params'], ',.0f')} | {_cell(g['flops'], ',.0f')} "
             f"| {_cell(g['dense_top1'], '.4f')} |"
         )
     return header + "\n".join(lines) + "\n"
@@ -190,8 +226,20 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return front
 
 
+def best_per_budget(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of the settings tried at one sparsity (an Optuna search), the one with the best mean top-1."""
+    best: dict[Any, dict[str, Any]] = {}
+    for g in groups:
+        if g["sparsity"] not in best or g["top1_mean"] > best[g["sparsity"]]["top1_mean"]:
+            best[g["sparsity"]] = g
+    return list(best.values())
+
+
 def plot_pareto(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path:
-    """Top-1 vs params and vs FLOPs, one line per method/ranker (Agg, no display needed)."""
+    """Top-1 vs params and vs FLOPs, one line per method/ranker (Agg, no display needed).
+
+    Where jobs tried several settings at one budget, the line goes through the best of them.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -201,6 +249,7 @@ def plot_pareto(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path:
     lines: dict[str, list[dict[str, Any]]] = {}
     for g in groups:
         lines.setdefault(_label(g, varying), []).append(g)
+    lines = {label: best_per_budget(members) for label, members in lines.items()}
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     failed = sum(r["status"] != "ok" for r in rows)
