@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import platform
@@ -58,6 +57,7 @@ from gohsp_lightning.pruning import (
     read_config,
     save_pruned,
 )
+from gohsp_lightning.pruning.files import atomic_write_json
 from gohsp_lightning.pruning.rankers import rank_heads
 from gohsp_lightning.pruning.units import block_weights
 
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(headers, [row]))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_json(args.json, results)
         print(f"\nwrote {args.json}")
     return 0
 

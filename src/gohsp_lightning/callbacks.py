@@ -35,9 +35,8 @@ class HeadRankingCallback(Callback):
         batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
         cfg: RankingConfig,
         ranker: str,
-        seed: int = 0,
     ) -> None:
-        self.batches, self.cfg, self.ranker, self.seed = batches, cfg, ranker, seed
+        self.batches, self.cfg, self.ranker = batches, cfg, ranker
         self.ranked_epochs: list[int] = []
         self.local_scores: list[torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
@@ -64,7 +63,6 @@ class HeadRankingCallback(Callback):
             self.batches,
             damping=self.cfg.damping,
             normalize=self.cfg.normalize,
-            seed=self.seed + trainer.current_epoch,
         )
         self.ranked_epochs.append(trainer.current_epoch)
         if scores is None:

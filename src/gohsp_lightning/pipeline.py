@@ -213,7 +213,7 @@ class Pipeline:
     def _admm_plan(self, model: nn.Module, dm: ImageDataModule, budget: Budget) -> PrunePlan:
         cfg = self.cfg
         module = GohspModule(model, cfg, "admm", budget=budget)
-        ranking = HeadRankingCallback(self._calibration(dm), cfg.ranking, cfg.pruning.ranker, cfg.seed)
+        ranking = HeadRankingCallback(self._calibration(dm), cfg.ranking, cfg.pruning.ranker)
         self._fit(module, dm, cfg.pruning.admm_epochs, [ranking])
         plan = module.final_plan()
         z_plan = module.masks.plan()
@@ -231,7 +231,6 @@ class Pipeline:
             self._calibration(dm),
             cfg.ranking.damping,
             cfg.ranking.normalize,
-            cfg.seed,
         )
         weights = [block_weights(b) for b in blocks]
         p = cfg.pruning

@@ -268,7 +268,7 @@ def plot_pareto(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path:
                 capsize=3,
                 label=label,
             )
-        front = pareto_front([(g[cost], g["top1_mean"]) for g in groups])
+        front = pareto_front([(g[cost], g["top1_mean"]) for members in lines.values() for g in members])
         if len(front) > 1:
             ax.step(
                 [c / 1e6 for c, _ in front],

@@ -66,13 +66,12 @@ def rank_heads(
     batches: Batches,
     damping: float = 0.85,
     normalize: Normalize = "block",
-    seed: int = 0,
 ) -> list[torch.Tensor] | None:
     """Score every head of ``blocks`` with ``ranker``; ``batches()`` yields calibration ``(images, labels)``.
 
     Returns one float64 tensor per block (mean 1 within the ``normalize`` scope), or ``None`` when the
-    ranker gives the projection no head scores (``magnitude``, ``random``). ``seed`` is not used by any
-    head ranker: the random order is drawn once per run by :func:`fixed_unit_scores`, never per pass.
+    ranker gives the projection no head scores (``magnitude``, ``random``). Every ranker is deterministic
+    given the model and batches; the random order is drawn once per run by :func:`fixed_unit_scores`.
     """
     if ranker not in HEAD_RANKERS:
         raise ValueError(f"pruning.ranker={ranker!r} is not allowed; choose one of {', '.join(RANKERS)}")
