@@ -13,7 +13,7 @@ from gohsp_lightning.dashboards import DashboardCallback
 from gohsp_lightning.data import ImageDataModule, resolve_data_config
 from gohsp_lightning.models import create_student
 from gohsp_lightning.module import GohspModule
-from gohsp_lightning.pipeline import run
+from gohsp_lightning.pipeline import run, run_name
 from gohsp_lightning.pruning import Budget, count_params
 
 from .conftest import FAST, compose_run
@@ -76,3 +76,13 @@ def test_dashboards_do_nothing_without_wandb(tmp_path):
     assert len(ranking.history) == 1
     assert dashboards.snapshots == [] and dashboards.logged_passes == 0
     assert not list(tmp_path.rglob("*.wandb"))
+
+
+def test_run_names_tell_the_runs_of_a_sweep_apart(tmp_path):
+    names = {
+        run_name(compose_run([f"pruning.ranker={ranker}", f"seed={seed}"], tmp_path))
+        for ranker in ("graph", "random")
+        for seed in (0, 1)
+    }
+    assert "cifar10_subset-gohsp-graph-global-both-params0.4-seed1" in names and len(names) == 4
+    assert run_name(compose_run(["pruning=dense"], tmp_path)) == "cifar10_subset-dense-seed0"

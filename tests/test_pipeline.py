@@ -7,6 +7,7 @@ import json
 import pytest
 import timm.data
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
@@ -98,3 +99,22 @@ def test_budget_that_rounding_makes_infeasible_fails_before_training(tmp_path):
         run(cfg)
     assert not (tmp_path / "summary.json").exists()
     assert not (tmp_path / "stages" / "dense.json").exists(), "the dense stage must not have trained"
+
+
+def test_rankers_differ_only_in_their_scores(tmp_path):
+    """Fair baselines: with alpha = 0 the graph scores have no say, so graph must train exactly like magnitude.
+
+    The graph ranker reads calibration batches and magnitude reads none; any difference in the runs would be
+    a different random stream (batch order, augmentation), not the ranking.
+    """
+    short = [*FAST, "pruning.dense_epochs=1", "pruning.admm_epochs=2", "pruning.finetune_epochs=1"]
+    short += ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2"]
+    runs = {}
+    for ranker in ("graph", "magnitude"):
+        out = tmp_path / ranker
+        runs[ranker] = run(compose_run([*short, f"pruning.ranker={ranker}", "pruning.alpha=0"], out))
+        runs[ranker]["weights"] = load_file(out / "pruned" / "model.safetensors")
+    graph, magnitude = runs["graph"], runs["magnitude"]
+    assert graph["pruned"] == magnitude["pruned"]
+    assert graph["weights"].keys() == magnitude["weights"].keys()
+    assert all(torch.equal(graph["weights"][k], magnitude["weights"][k]) for k in graph["weights"])

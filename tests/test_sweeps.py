@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from gohsp_lightning import cli
-from gohsp_lightning.sweep_report import aggregate, main, pareto_front, settings
+from gohsp_lightning.sweep_report import aggregate, main, paired_comparison, pareto_front, report_text, settings
 
 from .conftest import FAST, ROOT, compose_run
 
@@ -72,6 +72,10 @@ def test_multirun_reports_every_job_and_survives_an_infeasible_one(tmp_path):
     table = (sweep / "sweep_table.md").read_text()
     assert "| gohsp | graph | global | both | 0.3 | 1 | " in table
     assert "| gohsp | random | global | both | 0.99 | 0 (+1 failed) | — |" in table
+    graph_top1, random_top1 = (float(by_key[("0.3", r)]["val_top1"]) for r in ("graph", "random"))
+    assert "## gohsp/graph/global/both against each other method, paired by seed" in table
+    assert f"| 0.3 | gohsp | random | global | both | 1 | {graph_top1 - random_top1:+.4f} ± 0.0000 |" in table
+    assert "| 0.99 | gohsp | random |" not in table  # failed jobs pair with nothing
 
     # the report is rebuilt from the job dirs alone
     before = (sweep / "sweep_summary.csv").read_text()
@@ -157,27 +161,38 @@ def test_report_cli_rejects_a_dir_without_jobs(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: {tmp_path} holds no Hydra job dirs")
 
 
+def test_report_cli_rejects_a_malformed_reference(tmp_path, capsys):
+    assert main([str(tmp_path), "--reference", "gohsp/graph"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --reference='gohsp/graph' must be method/ranker/allocation/structures, e.g. gohsp/graph/global/both\n"
+    )
+
+
 def test_pareto_front_keeps_only_undominated_points():
     points = [(100, 0.5), (80, 0.4), (80, 0.45), (120, 0.48), (60, 0.3), (130, 0.6)]
     assert pareto_front(points) == [(60, 0.3), (80, 0.45), (100, 0.5), (130, 0.6)]
 
 
-def test_aggregate_means_over_seeds_and_counts_failures():
-    def row(seed, top1, status="ok"):
-        return {
-            "method": "gohsp",
-            "ranker": "graph",
-            "allocation": "global",
-            "structures": "both",
-            "sparsity": 0.4,
-            "seed": seed,
-            "params": 100,
-            "flops": 1000,
-            "val_top1": top1,
-            "dense_top1": 0.5,
-            "status": status,
-        }
+def report_row(seed, top1, status="ok", ranker="graph", sparsity=0.4):
+    """A sweep_summary.csv row as collect_rows makes it from a job's summary (or failure)."""
+    return {
+        "method": "gohsp",
+        "ranker": ranker,
+        "allocation": "global",
+        "structures": "both",
+        "sparsity": sparsity,
+        "seed": seed,
+        "params": 100,
+        "flops": 1000,
+        "val_top1": top1,
+        "dense_top1": 0.5,
+        "status": status,
+        "overrides": f"pruning.ranker={ranker} seed={seed}",
+    }
 
+
+def test_aggregate_means_over_seeds_and_counts_failures():
+    row = report_row
     (group,) = aggregate([row(0, 0.40), row(1, 0.44), row(2, "", "failed")])
     assert group["runs"] == 2 and group["failed"] == 1
     assert group["top1_mean"] == pytest.approx(0.42)
@@ -185,6 +200,36 @@ def test_aggregate_means_over_seeds_and_counts_failures():
     assert group["per_seed"] == {0: 0.40, 1: 0.44}
     (only_failed,) = aggregate([{**row(0, "", "failed"), "sparsity": 0.99}])
     assert only_failed["runs"] == 0 and only_failed["failed"] == 1 and only_failed["top1_mean"] is None
+
+
+def test_paired_comparison_subtracts_same_seed_jobs_from_the_reference():
+    def row(ranker, sparsity, seed, top1, status="ok"):
+        return report_row(seed, top1, status, ranker, sparsity)
+
+    rows = [
+        row("graph", 0.4, 0, 0.50),
+        row("graph", 0.4, 1, 0.40),
+        row("graph", 0.4, 2, 0.45),
+        row("random", 0.4, 0, 0.46),
+        row("random", 0.4, 1, 0.38),
+        row("random", 0.4, 2, "", "failed"),  # no pair
+        row("random", 0.2, 0, 0.60),  # no reference at 0.2
+        row("magnitude", "0.4", "1", "0.40"),  # read back from the CSV: strings
+    ]
+    by_ranker = {c["ranker"]: c for c in paired_comparison(rows)}
+    assert set(by_ranker) == {"random", "magnitude"}
+    random = by_ranker["random"]
+    assert (random["sparsity"], random["pairs"], random["reference_better"], random["ties"]) == ("0.4", 2, 2, 0)
+    assert random["diff_mean"] == pytest.approx(0.03)
+    assert random["diff_std"] == pytest.approx(0.0141421, abs=1e-6)
+    magnitude = by_ranker["magnitude"]
+    assert [magnitude[k] for k in ("pairs", "diff_mean", "reference_better", "ties")] == [1, 0, 0, 1]
+    text = report_text(rows)
+    assert "| 0.4 | gohsp | random | global | both | 2 | +0.0300 ± 0.0141 | 2/2 better, 0 tied |" in text
+    # another reference; with none of its jobs in the sweep there is no comparison section
+    against_random = paired_comparison(rows, ("gohsp", "random", "global", "both"))
+    assert {c["ranker"] for c in against_random} == {"graph", "magnitude"}
+    assert "paired by seed" not in report_text(rows, ("oneshot", "graph", "global", "both"))
 
 
 @pytest.mark.parametrize("method", ["gohsp", "oneshot", "dense"])

@@ -56,14 +56,22 @@ class HeadRankingCallback(Callback):
             self.rank(trainer, pl_module)
 
     def rank(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        scores = rank_heads(
-            self.ranker,
-            pl_module.model,
-            pl_module.blocks,
-            self.batches,
-            damping=self.cfg.damping,
-            normalize=self.cfg.normalize,
-        )
+        """Score the heads and hand them to the module, leaving the RNGs as they were.
+
+        Iterating the calibration loader draws from torch's global RNG; without the fork, a ranker that reads
+        data (graph, taylor) would train on other batches and augmentations than one that does not
+        (magnitude, random), and a comparison of rankers would also compare random streams.
+        """
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            scores = rank_heads(
+                self.ranker,
+                pl_module.model,
+                pl_module.blocks,
+                self.batches,
+                damping=self.cfg.damping,
+                normalize=self.cfg.normalize,
+            )
         self.ranked_epochs.append(trainer.current_epoch)
         if scores is None:
             pl_module.set_head_scores(None)

@@ -95,6 +95,14 @@ def ddp_without_buffer_broadcast(strategy: Any) -> dict[str, Any]:
     return {"strategy": entry["strategy"](**{**entry["init_params"], "broadcast_buffers": False})}
 
 
+def run_name(cfg: RunConfig) -> str:
+    """The logger run name: what tells a sweep's runs apart at a glance in the W&B UI."""
+    p = cfg.pruning
+    if p.method == "dense":
+        return f"{cfg.name}-dense-seed{cfg.seed}"
+    return f"{cfg.name}-{p.method}-{p.ranker}-{p.allocation}-{p.structures}-{p.budget}{p.sparsity}-seed{cfg.seed}"
+
+
 class Pipeline:
     """Runs one experiment in ``cfg.resume_dir`` or else ``cfg.output_dir``; :meth:`run` returns the summary."""
 
@@ -273,7 +281,7 @@ class Pipeline:
         if p.method != "dense":
             check_feasible(find_blocks(model), budget, p.structures, p.round_to)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.loggers = build_loggers(cfg.logger, self._log_dir(), name=f"{cfg.name}-{p.method}-{p.sparsity}")
+        self.loggers = build_loggers(cfg.logger, self._log_dir(), name=run_name(cfg))
         with closing_loggers(self.loggers):
             for lg in self.loggers:
                 lg.log_hyperparams(to_dict(cfg))

@@ -5,9 +5,13 @@ A researcher asks "is GOHSP better here, and at which budget?"; the answer is in
 * ``sweep_summary.csv``: one row per job (method, ranker, allocation, structures, sparsity, seed, params,
   flops, val_top1, dense_top1, status, error, overrides). A failed job is a row with its one-line error.
 * ``pareto.png``: val top-1 against parameters and against FLOPs, one line per method/ranker (mean over
-  seeds, error bars = std), the dense model as a star and the Pareto front of all points.
+  seeds, error bars = std), the dense model before pruning (after its dense epochs) as a star and the Pareto
+  front of all points. A same-budget dense baseline is a job of its own (``pruning.method=dense``).
 * ``sweep_table.md``: the same numbers grouped over seeds (mean, std and every seed's top-1); jobs that
   differ in other swept keys (an Optuna trial's alpha, rho, lr) are told apart by a ``setting`` column.
+  Below it, GOHSP (the reference, ``gohsp/graph/global/both``) against every other method at each budget,
+  paired by seed: jobs with the same seed start from the same dense model, so the paired difference is
+  free of the dense model's seed-to-seed spread, which dominates the plain means.
 
 Rows come from each job's ``summary.json`` (written by the pipeline) or, for a failed job,
 ``failure.json`` (written by the CLI) and the job's ``.hydra/config.yaml``. :class:`SweepReport` is a Hydra
@@ -61,6 +65,8 @@ COLUMNS = (
     "overrides",
 )
 GROUP = ("method", "ranker", "allocation", "structures")
+# What the paired comparison holds every other method against: GOHSP as the paper defines it.
+REFERENCE = ("gohsp", "graph", "global", "both")
 # Override keys that the identity columns already show; any other override that differs between jobs (an
 # Optuna trial's alpha, rho, lr) is the job's "setting" and keeps it apart from other settings in the table.
 IDENTITY_OVERRIDES = {"seed", "pruning", *(f"pruning.{key}" for key in IDENTITY)}
@@ -180,6 +186,87 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda g: tuple(str(g[k]) for k in (*GROUP, "sparsity", "setting")))
 
 
+def _identity(row: dict[str, Any], keys: Sequence[str]) -> tuple[str, ...]:
+    """A row's values at ``keys`` as strings (a summary gives 0.4 and 0, a CSV gives "0.4" and "0")."""
+    return tuple(str(row[k]) for k in keys)
+
+
+def paired_comparison(rows: Sequence[dict[str, Any]], reference: Sequence[str] = REFERENCE) -> list[dict[str, Any]]:
+    """Reference top-1 minus every other method's, paired by sparsity, seed and setting.
+
+    Jobs of one seed share the dense model (same seed, data and dense epochs), so the difference between
+    two methods at one seed is what the method changed; its mean and spread over seeds answer "is the
+    reference better here, and at which budget?" far more sharply than two means whose spreads overlap.
+    Only pairs where both jobs succeeded count. Positive means the reference is better.
+    """
+    reference = tuple(reference)
+    ok = [(row, setting) for row, setting in zip(rows, settings(rows), strict=True) if row["status"] == "ok"]
+    pair_key = ("sparsity", "seed")
+    ref_top1 = {
+        (*_identity(row, pair_key), setting): float(row["val_top1"])
+        for row, setting in ok
+        if _identity(row, GROUP) == reference
+    }
+    diffs: dict[tuple[Any, ...], list[float]] = {}
+    for row, setting in ok:
+        other = _identity(row, GROUP)
+        match = ref_top1.get((*_identity(row, pair_key), setting))
+        if other != reference and match is not None:
+            diffs.setdefault((*other, str(row["sparsity"]), setting), []).append(match - float(row["val_top1"]))
+    out = []
+    for key, values in diffs.items():
+        out.append(
+            {
+                **dict(zip((*GROUP, "sparsity", "setting"), key, strict=True)),
+                "pairs": len(values),
+                "diff_mean": statistics.fmean(values),
+                "diff_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "reference_better": sum(v > 0 for v in values),
+                "ties": sum(v == 0 for v in values),
+            }
+        )
+    return sorted(out, key=lambda c: (float(c["sparsity"]), *(c[k] for k in (*GROUP, "setting"))))
+
+
+def comparison_table(comparisons: Sequence[dict[str, Any]], reference: Sequence[str] = REFERENCE) -> str:
+    """Markdown for :func:`paired_comparison`; empty when no job pairs with the reference."""
+    if not comparisons:
+        return ""
+    with_setting = any(c.get("setting") for c in comparisons)
+    columns = ["sparsity", "method", "ranker", "allocation", "structures", *(["setting"] if with_setting else [])]
+    columns += ["pairs", "reference − this, top-1 mean ± std", "reference better / tied"]
+    lines = [
+        f"## {'/'.join(reference)} against each other method, paired by seed",
+        "",
+        "Positive: the reference is better. Each pair shares its seed and so its dense model.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(columns),
+    ]
+    for c in comparisons:
+        setting = f" {c['setting'] or '—'} |" if with_setting else ""
+        lines.append(
+            f"| {c['sparsity']} | {c['method']} | {c['ranker']} | {c['allocation']} | {c['structures']} |{setting} "
+            f"{c['pairs']} | {c['diff_mean']:+.4f} ± {c['diff_std']:.4f} | "
+            f"{c['reference_better']}/{c['pairs']} better, {c['ties']} tied |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report_text(rows: Sequence[dict[str, Any]], reference: Sequence[str] = REFERENCE) -> str:
+    """``sweep_table.md``: the per-group table, then the paired comparison with the reference (if any)."""
+    comparison = comparison_table(paired_comparison(rows, reference), reference)
+    return markdown_table(aggregate(rows)) + (f"\n{comparison}" if comparison else "")
+
+
+def parse_reference(text: str) -> tuple[str, ...]:
+    """``method/ranker/allocation/structures`` (the CLI's ``--reference``) as a tuple."""
+    parts = tuple(text.split("/"))
+    if len(parts) != len(GROUP) or not all(parts):
+        raise ValueError(f"--reference={text!r} must be {'/'.join(GROUP)}, e.g. {'/'.join(REFERENCE)}")
+    return parts
+
+
 def _cell(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -286,7 +373,7 @@ def plot_pareto(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path:
                 markersize=14,
                 color="black",
                 linestyle="none",
-                label="dense",
+                label="dense, before pruning",
             )
         ax.set_xlabel(f"{unit} (M)")
         ax.set_ylabel("val top-1")
@@ -296,14 +383,14 @@ def plot_pareto(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
-def build_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Write the CSV, the plot and the table into ``sweep_dir``; returns the rows."""
+def build_report(sweep_dir: str | Path, reference: Sequence[str] = REFERENCE) -> list[dict[str, Any]]:
+    """Write the CSV, the plot and the tables into ``sweep_dir``; returns the rows."""
     sweep_dir = Path(sweep_dir)
     rows = collect_rows(sweep_dir)
     write_csv(sweep_dir / CSV_FILE, rows)
     plot_pareto(sweep_dir / PLOT_FILE, rows, title="/".join(sweep_dir.resolve().parts[-2:]))
-    table = markdown_table(aggregate(rows))
-    atomic_write(sweep_dir / TABLE_FILE, lambda tmp: tmp.write_text(table))
+    text = report_text(rows, reference)
+    atomic_write(sweep_dir / TABLE_FILE, lambda tmp: tmp.write_text(text))
     return rows
 
 
@@ -352,13 +439,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m gohsp_lightning.sweep_report", description="Rebuild the report of a Hydra sweep dir."
     )
     parser.add_argument("sweep_dir", type=Path, help="the multirun dir, e.g. multirun/cifar10_subset/<date>")
+    parser.add_argument(
+        "--reference",
+        default="/".join(REFERENCE),
+        help=f"the method every other one is compared with, paired by seed ({'/'.join(GROUP)}; default %(default)s)",
+    )
     args = parser.parse_args(argv)
+    try:
+        reference = parse_reference(args.reference)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not args.sweep_dir.is_dir() or not job_dirs(args.sweep_dir):
         print(f"error: {args.sweep_dir} holds no Hydra job dirs (<job>/.hydra/config.yaml)", file=sys.stderr)
         return 2
-    rows = build_report(args.sweep_dir)
+    rows = build_report(args.sweep_dir, reference)
     failed = sum(r["status"] != "ok" for r in rows)
-    print(markdown_table(aggregate(rows)), end="")
+    print(report_text(rows, reference), end="")
     print(
         f"{len(rows)} jobs ({failed} not ok); wrote {', '.join((CSV_FILE, PLOT_FILE, TABLE_FILE))} in {args.sweep_dir}"
     )

@@ -68,6 +68,31 @@ def test_uniform_allocation_keeps_the_same_share(model):
     assert removed_cost(blocks, plan, budget) >= budget.target
 
 
+@pytest.mark.parametrize("unit", ["params", "flops"])
+@pytest.mark.parametrize("sparsity", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_uniform_allocation_meets_the_budget_as_tightly_as_global(model, unit, sparsity, round_to):
+    """A baseline compared at the same budget must remove the same amount, not a head per block more."""
+    blocks = find_blocks(model)
+    total = count_params(model) if unit == "params" else count_flops(model, (3, 32, 32))
+    budget = Budget(sparsity, total, unit, num_tokens(model))
+    plan = project(blocks, weights_of(model), budget, allocation="uniform", round_to=round_to)
+    assert len(set(plan.heads_per_block)) == 1 and len(set(plan.mlp_hidden_per_block)) == 1
+    removed = removed_cost(blocks, plan, budget)
+    one_step = sum(round_to * budget.neuron_cost(b) for b in blocks)
+    assert budget.target <= removed < budget.target + one_step
+    kept_heads = plan.heads_per_block[0] / blocks[0].num_heads
+    assert abs(kept_heads - (1 - sparsity)) <= 0.5 / blocks[0].num_heads + 0.25  # heads go roughly in proportion
+
+
+def test_uniform_heads_only_takes_the_largest_head_share_that_meets_the_budget(model):
+    blocks = find_blocks(model)
+    budget = Budget(0.05, count_params(model))  # one head per block removes 7.6% of the parameters
+    plan = project(blocks, weights_of(model), budget, allocation="uniform", structures="heads")
+    assert plan.heads_per_block == [3, 3, 3] and plan.mlp_hidden_per_block == [256, 256, 256]
+    assert removed_cost(blocks, plan, budget) >= budget.target
+
+
 def test_head_scores_steer_which_heads_go(model):
     blocks = find_blocks(model)
     budget = Budget(0.08, count_params(model))

@@ -324,20 +324,45 @@ def _uniform(
     structures: Structures,
     round_to: int = 1,
 ) -> PrunePlan:
-    """Largest common keep ratio whose removal meets the budget; the best-scored units stay in each block."""
-    steps = max(b.hidden if structures != "heads" else b.num_heads for b in blocks)
-    for step in range(steps, 0, -1):
-        ratio = (step - 1) / steps
-        kept_h = [b.num_heads if structures == "neurons" else max(1, round(ratio * b.num_heads)) for b in blocks]
-        kept_n = [
-            b.hidden if structures == "heads" else nearest_count(b.hidden, round_to, round(ratio * b.hidden))
-            for b in blocks
-        ]
-        removed = sum(
+    """Every block keeps the same share of its heads and the same share of its neurons (a baseline).
+
+    Heads come in a few large units (4-12 per block), so one share for heads and neurons alike would
+    overshoot the budget by a whole head per block (0.38 removed for a 0.3 target with 4 heads), and the
+    baseline would be compared at a smaller model. Heads therefore keep the share nearest
+    ``1 - sparsity`` that removes no more than the budget on its own, and the neuron share is the largest
+    that then meets the budget: the removed amount exceeds the target by less than one neuron (one
+    ``round_to`` chunk) per block. With ``structures="heads"`` the largest head share that meets it.
+    The best-scored units stay in each block.
+    """
+    head_steps, neuron_steps = max(b.num_heads for b in blocks), max(b.hidden for b in blocks)
+    all_heads, all_neurons = [b.num_heads for b in blocks], [b.hidden for b in blocks]
+
+    def heads_at(step: int) -> list[int]:
+        return [max(1, math.floor(step / head_steps * b.num_heads + 0.5)) for b in blocks]
+
+    def neurons_at(step: int) -> list[int]:
+        return [nearest_count(b.hidden, round_to, math.floor(step / neuron_steps * b.hidden + 0.5)) for b in blocks]
+
+    def removed(kept_h: list[int], kept_n: list[int]) -> int:
+        return sum(
             (b.num_heads - kh) * budget.head_cost(b) + (b.hidden - kn) * budget.neuron_cost(b)
             for b, kh, kn in zip(blocks, kept_h, kept_n, strict=True)
         )
-        if removed >= budget.target:
+
+    if structures == "heads":
+        options = [(heads_at(step), all_neurons) for step in range(head_steps, 0, -1)]
+    else:
+        kept_h = all_heads
+        if structures == "both":
+            lowest = neurons_at(0)
+            reachable = [heads_at(step) for step in range(head_steps, 0, -1)]
+            reachable = [kh for kh in reachable if removed(kh, lowest) >= budget.target]
+            modest = [kh for kh in reachable if removed(kh, all_neurons) <= budget.target] or reachable
+            share = 1 - budget.sparsity
+            kept_h = min(modest, key=lambda kh: (abs(sum(kh) / sum(all_heads) - share), -sum(kh)), default=all_heads)
+        options = [(kept_h, neurons_at(step)) for step in range(neuron_steps, -1, -1)]
+    for kept_h, kept_n in options:
+        if removed(kept_h, kept_n) >= budget.target:
             return PrunePlan(
                 heads=tuple(_top(h_scores[b.index], k) for b, k in zip(blocks, kept_h, strict=True)),
                 neurons=tuple(_top(n_scores[b.index], k) for b, k in zip(blocks, kept_n, strict=True)),
