@@ -143,6 +143,9 @@ def test_settings_are_the_swept_keys_beyond_identity_and_seed():
         "",
         "",
     ]
+    # a grid preset and Hydra's own keys are no setting: a dense job run apart still pairs with the sweep's jobs
+    grid = {"overrides": "sweep=baselines pruning.ranker=graph seed=0 hydra.sweep.subdir=a"}
+    assert settings([grid, {"overrides": "pruning=dense seed=0"}]) == ["", ""]
 
 
 @pytest.mark.slow

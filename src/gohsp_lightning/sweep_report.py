@@ -67,9 +67,10 @@ COLUMNS = (
 GROUP = ("method", "ranker", "allocation", "structures")
 # What the paired comparison holds every other method against: GOHSP as the paper defines it.
 REFERENCE = ("gohsp", "graph", "global", "both")
-# Override keys that the identity columns already show; any other override that differs between jobs (an
-# Optuna trial's alpha, rho, lr) is the job's "setting" and keeps it apart from other settings in the table.
-IDENTITY_OVERRIDES = {"seed", "pruning", *(f"pruning.{key}" for key in IDENTITY)}
+# Override keys that the identity columns already show, or that only choose a grid (``sweep=``) or Hydra's own
+# behaviour (``hydra.*``); any other override that differs between jobs (an Optuna trial's alpha, rho, lr) is
+# the job's "setting" and keeps it apart from other settings in the table.
+IDENTITY_OVERRIDES = {"seed", "pruning", "sweep", *(f"pruning.{key}" for key in IDENTITY)}
 
 
 def one_line(error: BaseException) -> str:
@@ -138,7 +139,8 @@ def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- aggregation
 def _parse_overrides(row: dict[str, Any]) -> dict[str, str]:
     pairs = (item.partition("=") for item in str(row.get("overrides") or "").split())
-    return {key.lstrip("+~"): value for key, _, value in pairs if key.lstrip("+~") not in IDENTITY_OVERRIDES}
+    keys = ((key.lstrip("+~"), value) for key, _, value in pairs)
+    return {key: value for key, value in keys if key not in IDENTITY_OVERRIDES and not key.startswith("hydra.")}
 
 
 def settings(rows: Sequence[dict[str, Any]]) -> list[str]:
