@@ -143,8 +143,8 @@ def test_settings_are_the_swept_keys_beyond_identity_and_seed():
         "",
         "",
     ]
-    # a grid preset and Hydra's own keys are no setting: a dense job run apart still pairs with the sweep's jobs
-    grid = {"overrides": "sweep=baselines pruning.ranker=graph seed=0 hydra.sweep.subdir=a"}
+    # a grid preset is no setting: a dense job run apart still pairs with the sweep's jobs
+    grid = {"overrides": "sweep=baselines pruning.ranker=graph seed=0"}
     assert settings([grid, {"overrides": "pruning=dense seed=0"}]) == ["", ""]
 
 
@@ -169,6 +169,20 @@ def test_report_cli_rejects_a_malformed_reference(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "error: --reference='gohsp/graph' must be method/ranker/allocation/structures, e.g. gohsp/graph/global/both\n"
     )
+
+
+def test_report_cli_names_the_methods_when_the_reference_matches_no_job(tmp_path, capsys):
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(
+        "seed: 0\npruning: {method: gohsp, ranker: magnitude, allocation: global}\n"
+    )
+    (job / "failure.json").write_text('{"type": "ValueError", "error": "boom"}')
+    assert main([str(tmp_path), "--reference", "gohsp/grpah/global/both"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --reference=gohsp/grpah/global/both matches no job; the sweep has gohsp/magnitude/global/None\n"
+    )
+    assert not (tmp_path / "sweep_table.md").exists()  # nothing written for a bad command
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -233,6 +247,9 @@ def test_paired_comparison_subtracts_same_seed_jobs_from_the_reference():
     against_random = paired_comparison(rows, ("gohsp", "random", "global", "both"))
     assert {c["ranker"] for c in against_random} == {"graph", "magnitude"}
     assert "paired by seed" not in report_text(rows, ("oneshot", "graph", "global", "both"))
+    # a dense job has no ranker, allocation or structures to show
+    dense = [{**row("graph", 0.4, seed, 0.47), "method": "dense"} for seed in (0, 1)]
+    assert "| 0.4 | dense | — | — | — | 2 | -0.0200 ± 0.0707 | 1/2 better, 0 tied |" in report_text(rows + dense)
 
 
 @pytest.mark.parametrize("method", ["gohsp", "oneshot", "dense"])

@@ -62,8 +62,8 @@ class HeadRankingCallback(Callback):
         data (graph, taylor) would train on other batches and augmentations than one that does not
         (magnitude, random), and a comparison of rankers would also compare random streams.
         """
-        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        device = pl_module.device
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
             scores = rank_heads(
                 self.ranker,
                 pl_module.model,

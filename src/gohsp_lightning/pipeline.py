@@ -96,7 +96,11 @@ def ddp_without_buffer_broadcast(strategy: Any) -> dict[str, Any]:
 
 
 def run_name(cfg: RunConfig) -> str:
-    """The logger run name: what tells a sweep's runs apart at a glance in the W&B UI."""
+    """The logger run name: what tells a sweep's runs apart at a glance in the W&B UI.
+
+    In a multirun, :func:`~gohsp_lightning.tracking.build_loggers` appends ``#<job>``, which tells apart
+    jobs that differ only in other keys (an Optuna trial's alpha, rho, lr).
+    """
     p = cfg.pruning
     if p.method == "dense":
         return f"{cfg.name}-dense-seed{cfg.seed}"

@@ -6,7 +6,8 @@ A researcher asks "is GOHSP better here, and at which budget?"; the answer is in
   flops, val_top1, dense_top1, status, error, overrides). A failed job is a row with its one-line error.
 * ``pareto.png``: val top-1 against parameters and against FLOPs, one line per method/ranker (mean over
   seeds, error bars = std), the dense model before pruning (after its dense epochs) as a star and the Pareto
-  front of all points. A same-budget dense baseline is a job of its own (``pruning.method=dense``).
+  front of all points. A same-epochs dense baseline is a job of its own (``pruning.method=dense``), run into
+  the same sweep dir with its own ``hydra.sweep.subdir`` so that it does not overwrite jobs 0, 1, ...
 * ``sweep_table.md``: the same numbers grouped over seeds (mean, std and every seed's top-1); jobs that
   differ in other swept keys (an Optuna trial's alpha, rho, lr) are told apart by a ``setting`` column.
   Below it, GOHSP (the reference, ``gohsp/graph/global/both``) against every other method at each budget,
@@ -67,9 +68,9 @@ COLUMNS = (
 GROUP = ("method", "ranker", "allocation", "structures")
 # What the paired comparison holds every other method against: GOHSP as the paper defines it.
 REFERENCE = ("gohsp", "graph", "global", "both")
-# Override keys that the identity columns already show, or that only choose a grid (``sweep=``) or Hydra's own
-# behaviour (``hydra.*``); any other override that differs between jobs (an Optuna trial's alpha, rho, lr) is
-# the job's "setting" and keeps it apart from other settings in the table.
+# Override keys that the identity columns already show, or that only choose a grid (``sweep=``); any other
+# override that differs between jobs (an Optuna trial's alpha, rho, lr) is the job's "setting" and keeps it
+# apart from other settings in the table. (Hydra keeps ``hydra.*`` overrides out of a job's overrides.yaml.)
 IDENTITY_OVERRIDES = {"seed", "pruning", "sweep", *(f"pruning.{key}" for key in IDENTITY)}
 
 
@@ -139,8 +140,7 @@ def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- aggregation
 def _parse_overrides(row: dict[str, Any]) -> dict[str, str]:
     pairs = (item.partition("=") for item in str(row.get("overrides") or "").split())
-    keys = ((key.lstrip("+~"), value) for key, _, value in pairs)
-    return {key: value for key, value in keys if key not in IDENTITY_OVERRIDES and not key.startswith("hydra.")}
+    return {key.lstrip("+~"): value for key, _, value in pairs if key.lstrip("+~") not in IDENTITY_OVERRIDES}
 
 
 def settings(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -167,7 +167,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     members: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row, setting in zip(rows, settings(rows), strict=True):
-        members.setdefault((*(row[k] for k in (*GROUP, "sparsity")), setting), []).append(row)
+        members.setdefault((*_identity(row, (*GROUP, "sparsity")), setting), []).append(row)
     out = []
     for key, group_rows in members.items():
         ok = [r for r in group_rows if r["status"] == "ok"]
@@ -248,7 +248,7 @@ def comparison_table(comparisons: Sequence[dict[str, Any]], reference: Sequence[
     for c in comparisons:
         setting = f" {c['setting'] or '—'} |" if with_setting else ""
         lines.append(
-            f"| {c['sparsity']} | {c['method']} | {c['ranker']} | {c['allocation']} | {c['structures']} |{setting} "
+            f"| {c['sparsity']} | {_method_cells(c)} |{setting} "
             f"{c['pairs']} | {c['diff_mean']:+.4f} ± {c['diff_std']:.4f} | "
             f"{c['reference_better']}/{c['pairs']} better, {c['ties']} tied |"
         )
@@ -269,6 +269,12 @@ def parse_reference(text: str) -> tuple[str, ...]:
     return parts
 
 
+def _method_cells(group: dict[str, Any]) -> str:
+    """Method, ranker, allocation, structures as table cells; a dense job has no ranker, allocation or structures."""
+    values = [group[k] for k in GROUP]
+    return " | ".join(str(v) if i == 0 or group["method"] != "dense" else "—" for i, v in enumerate(values))
+
+
 def _cell(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -286,7 +292,7 @@ def markdown_table(groups: Sequence[dict[str, Any]]) -> str:
         top1 = "—" if g["top1_mean"] is None else f"{g['top1_mean']:.4f} ± {g['top1_std']:.4f}"
         setting = f" {g['setting'] or '—'} |" if with_setting else ""
         lines.append(
-            f"| {g['method']} | {g['ranker']} | {g['allocation']} | {g['structures']} | {g['sparsity']} |{setting} "
+            f"| {_method_cells(g)} | {g['sparsity']} |{setting} "
             f"{runs} | {top1} | {seeds} | {_cell(g['params'], ',.0f')} | {_cell(g['flops'], ',.0f')} "
             f"| {_cell(g['dense_top1'], '.4f')} |"
         )
@@ -446,17 +452,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="the multirun dir, e.g. multirun/cifar10_subset/<date>")
     parser.add_argument(
         "--reference",
-        default="/".join(REFERENCE),
-        help=f"the method every other one is compared with, paired by seed ({'/'.join(GROUP)}; default %(default)s)",
+        help=f"the method every other one is compared with, paired by seed ({'/'.join(GROUP)}; "
+        f"default {'/'.join(REFERENCE)})",
     )
     args = parser.parse_args(argv)
     try:
-        reference = parse_reference(args.reference)
+        reference = REFERENCE if args.reference is None else parse_reference(args.reference)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not args.sweep_dir.is_dir() or not job_dirs(args.sweep_dir):
         print(f"error: {args.sweep_dir} holds no Hydra job dirs (<job>/.hydra/config.yaml)", file=sys.stderr)
+        return 2
+    methods = sorted({"/".join(_identity(row, GROUP)) for row in collect_rows(args.sweep_dir)})
+    if args.reference is not None and "/".join(reference) not in methods:
+        print(
+            f"error: --reference={args.reference} matches no job; the sweep has {', '.join(methods)}", file=sys.stderr
+        )
         return 2
     rows = build_report(args.sweep_dir, reference)
     failed = sum(r["status"] != "ok" for r in rows)

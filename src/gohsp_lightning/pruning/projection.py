@@ -331,8 +331,10 @@ def _uniform(
     baseline would be compared at a smaller model. Heads therefore keep the share nearest
     ``1 - sparsity`` that removes no more than the budget on its own, and the neuron share is the largest
     that then meets the budget: the removed amount exceeds the target by less than one neuron (one
-    ``round_to`` chunk) per block. With ``structures="heads"`` the largest head share that meets it.
-    The best-scored units stay in each block.
+    ``round_to`` chunk) per block. With ``structures="heads"`` (or ``round_to`` >= the MLP width, which
+    leaves no neuron to remove) it is the largest head share that meets the budget, which can overshoot
+    by up to one head per block: the price of the same share everywhere. The best-scored units stay in
+    each block.
     """
     head_steps, neuron_steps = max(b.num_heads for b in blocks), max(b.hidden for b in blocks)
     all_heads, all_neurons = [b.num_heads for b in blocks], [b.hidden for b in blocks]
@@ -350,7 +352,7 @@ def _uniform(
         )
 
     if structures == "heads":
-        options = [(heads_at(step), all_neurons) for step in range(head_steps, 0, -1)]
+        options = ((heads_at(step), all_neurons) for step in range(head_steps, 0, -1))
     else:
         kept_h = all_heads
         if structures == "both":
@@ -360,7 +362,7 @@ def _uniform(
             modest = [kh for kh in reachable if removed(kh, all_neurons) <= budget.target] or reachable
             share = 1 - budget.sparsity
             kept_h = min(modest, key=lambda kh: (abs(sum(kh) / sum(all_heads) - share), -sum(kh)), default=all_heads)
-        options = [(kept_h, neurons_at(step)) for step in range(neuron_steps, -1, -1)]
+        options = ((kept_h, neurons_at(step)) for step in range(neuron_steps, -1, -1))
     for kept_h, kept_n in options:
         if removed(kept_h, kept_n) >= budget.target:
             return PrunePlan(
