@@ -118,12 +118,17 @@ def max_removable(blocks: list[BlockUnits], budget: Budget, structures: Structur
     return total
 
 
+def removed_by_counts(blocks: list[BlockUnits], budget: Budget, kept_heads: list[int], kept_neurons: list[int]) -> int:
+    """Budget units removed when block i keeps ``kept_heads[i]`` heads and ``kept_neurons[i]`` neurons."""
+    return sum(
+        (b.num_heads - kh) * budget.head_cost(b) + (b.hidden - kn) * budget.neuron_cost(b)
+        for b, kh, kn in zip(blocks, kept_heads, kept_neurons, strict=True)
+    )
+
+
 def removed_cost(blocks: list[BlockUnits], plan: PrunePlan, budget: Budget) -> int:
     """How much of the budget unit ``plan`` removes from the unpruned ``blocks``."""
-    return sum(
-        (b.num_heads - len(h)) * budget.head_cost(b) + (b.hidden - len(n)) * budget.neuron_cost(b)
-        for b, h, n in zip(blocks, plan.heads, plan.neurons, strict=True)
-    )
+    return removed_by_counts(blocks, budget, plan.heads_per_block, plan.mlp_hidden_per_block)
 
 
 def check_feasible(
@@ -271,10 +276,7 @@ def _align_neurons(
     heads = [sorted(kept, key=lambda j, s=s: (float(s[j]), -j)) for kept, s in zip(plan.heads, h_scores, strict=True)]
 
     def removed() -> int:
-        return sum(
-            (b.num_heads - len(h)) * budget.head_cost(b) + (b.hidden - k) * budget.neuron_cost(b)
-            for b, h, k in zip(blocks, heads, counts, strict=True)
-        )
+        return removed_by_counts(blocks, budget, [len(h) for h in heads], counts)
 
     def chunk(b: BlockUnits, lo: int, hi: int) -> tuple[float, int]:
         cost = (hi - lo) * budget.neuron_cost(b)
@@ -346,10 +348,7 @@ def _uniform(
         return [nearest_count(b.hidden, round_to, math.floor(step / neuron_steps * b.hidden + 0.5)) for b in blocks]
 
     def removed(kept_h: list[int], kept_n: list[int]) -> int:
-        return sum(
-            (b.num_heads - kh) * budget.head_cost(b) + (b.hidden - kn) * budget.neuron_cost(b)
-            for b, kh, kn in zip(blocks, kept_h, kept_n, strict=True)
-        )
+        return removed_by_counts(blocks, budget, kept_h, kept_n)
 
     if structures == "heads":
         options = ((heads_at(step), all_neurons) for step in range(head_steps, 0, -1))
