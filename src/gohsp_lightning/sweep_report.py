@@ -394,14 +394,19 @@ def plot_pareto(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
-def build_report(sweep_dir: str | Path, reference: Sequence[str] = REFERENCE) -> list[dict[str, Any]]:
-    """Write the CSV, the plot and the tables into ``sweep_dir``; returns the rows."""
-    sweep_dir = Path(sweep_dir)
-    rows = collect_rows(sweep_dir)
+def write_report(sweep_dir: Path, rows: Sequence[dict[str, Any]], reference: Sequence[str] = REFERENCE) -> str:
+    """Write the CSV, the plot and the tables of ``rows`` into ``sweep_dir``; returns the tables' text."""
     write_csv(sweep_dir / CSV_FILE, rows)
     plot_pareto(sweep_dir / PLOT_FILE, rows, title="/".join(sweep_dir.resolve().parts[-2:]))
     text = report_text(rows, reference)
     atomic_write(sweep_dir / TABLE_FILE, lambda tmp: tmp.write_text(text))
+    return text
+
+
+def build_report(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Collect the rows of ``sweep_dir`` and write its report; returns the rows."""
+    rows = collect_rows(sweep_dir)
+    write_report(Path(sweep_dir), rows)
     return rows
 
 
@@ -464,15 +469,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.sweep_dir.is_dir() or not job_dirs(args.sweep_dir):
         print(f"error: {args.sweep_dir} holds no Hydra job dirs (<job>/.hydra/config.yaml)", file=sys.stderr)
         return 2
-    methods = sorted({"/".join(_identity(row, GROUP)) for row in collect_rows(args.sweep_dir)})
+    rows = collect_rows(args.sweep_dir)
+    methods = sorted({"/".join(_identity(row, GROUP)) for row in rows})
     if args.reference is not None and "/".join(reference) not in methods:
         print(
             f"error: --reference={args.reference} matches no job; the sweep has {', '.join(methods)}", file=sys.stderr
         )
         return 2
-    rows = build_report(args.sweep_dir, reference)
+    text = write_report(args.sweep_dir, rows, reference)
     failed = sum(r["status"] != "ok" for r in rows)
-    print(report_text(rows, reference), end="")
+    print(text, end="")
     print(
         f"{len(rows)} jobs ({failed} not ok); wrote {', '.join((CSV_FILE, PLOT_FILE, TABLE_FILE))} in {args.sweep_dir}"
     )
