@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 import lightning as L
+import pytest
 import torch
 
 from gohsp_lightning.callbacks import HeadRankingCallback
@@ -10,6 +13,7 @@ from gohsp_lightning.data import ImageDataModule, resolve_data_config
 from gohsp_lightning.models import create_student
 from gohsp_lightning.module import GohspModule
 from gohsp_lightning.pruning import Budget, apply_plan, count_params, find_blocks
+from gohsp_lightning.pruning.quality import per_image_outcomes
 
 from .conftest import FAST, compose_run
 
@@ -46,7 +50,7 @@ def trainer(tmp_path, epochs, callbacks, **kwargs):
 
 
 def test_admm_penalty_and_residual_fall_while_training(tmp_path):
-    cfg, model, dm = setup(tmp_path, "admm.rho=0.05", "optim.lr=2e-3")
+    cfg, model, dm = setup(tmp_path, "admm.rho=0.05", "optim.lr=2e-3", "admm.update_every_n_steps=0")
     module = GohspModule(model, cfg, "admm", budget=Budget(0.4, count_params(model)))
     ranking = HeadRankingCallback(lambda: iter(dm.calibration_loader(64, 32)), cfg.ranking, "graph")
     metrics = EpochMetrics()
@@ -99,3 +103,59 @@ def test_calibration_set_is_fixed_and_covers_every_class(tmp_path):
     labels = torch.cat(first)
     assert torch.equal(labels, torch.cat(again))
     assert len(labels) == 100 and set(labels.tolist()) == set(range(10))
+
+
+def test_admm_updates_every_n_steps(tmp_path, monkeypatch):
+    """update_every_n_steps=2 over 7 steps: Z and U move after steps 2, 4, 6, and not at the epoch's end."""
+    cfg, model, dm = setup(tmp_path, "admm.update_every_n_steps=2")
+    module = GohspModule(model, cfg, "admm", budget=Budget(0.4, count_params(model)))
+    updates: list[int] = []
+    real = module._admm_update
+    monkeypatch.setattr(module, "_admm_update", lambda: (updates.append(module.global_step), real())[1])
+    fit = trainer(tmp_path, 1, [], limit_train_batches=7, limit_val_batches=1, enable_checkpointing=False)
+    fit.fit(module, datamodule=dm)
+    assert updates == [2, 4, 6]
+    # the same run with the per-epoch interval updates once
+    cfg, model, dm = setup(tmp_path, "admm.update_every_n_steps=0")
+    epoch_module = GohspModule(model, cfg, "admm", budget=Budget(0.4, count_params(model)))
+    updates.clear()
+    real_epoch = epoch_module._admm_update
+    monkeypatch.setattr(epoch_module, "_admm_update", lambda: (updates.append(1), real_epoch())[1])
+    trainer(tmp_path, 1, [], limit_train_batches=7, limit_val_batches=1, enable_checkpointing=False).fit(
+        epoch_module, datamodule=dm
+    )
+    assert updates == [1]
+
+
+def test_admm_validation_reports_what_the_cut_costs(tmp_path):
+    """admm/val_top1 is the dense W; admm/val_top1_cut switches off what Z's support drops, as the prune will."""
+    cfg, model, dm = setup(tmp_path, "admm.rho=1e-9")
+    module = GohspModule(model, cfg, "admm", budget=Budget(0.6, count_params(model)))
+    fit = trainer(tmp_path, 1, [], limit_train_batches=2, limit_val_batches=2, enable_checkpointing=False)
+    fit.fit(module, datamodule=dm)
+    metrics = {k: float(v) for k, v in fit.callback_metrics.items()}
+    assert {"admm/val_top1", "admm/val_top1_cut"} <= set(metrics)
+    # the cut model is exactly the masked one: the same number as a validation with the masks attached
+    module.masks.attach(module.blocks)
+    batches = list(itertools.islice(iter(dm.val_dataloader()), 2))
+    masked = float(per_image_outcomes(module.model, batches)[1].mean())
+    module.masks.detach()
+    assert metrics["admm/val_top1_cut"] == pytest.approx(masked)
+    assert not module.masks.attached
+
+
+def test_step_schedule_warms_up_per_step(tmp_path):
+    cfg, model, dm = setup(tmp_path, "optim.step_on=step", "optim.warmup_epochs=1", "optim.lr=1e-3")
+    module = GohspModule(model, cfg, "dense")
+    lrs: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer(tmp_path, 2, [Record()], limit_train_batches=5, limit_val_batches=1, enable_checkpointing=False).fit(
+        module, datamodule=dm
+    )
+    # the learning rate rises within the first epoch (per-step warm-up), then decays
+    assert lrs[0] < lrs[1] < lrs[2] < lrs[4]
+    assert lrs[-1] < max(lrs)

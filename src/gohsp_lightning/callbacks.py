@@ -69,8 +69,7 @@ class HeadRankingCallback(Callback):
                 pl_module.model,
                 pl_module.blocks,
                 self.batches,
-                damping=self.cfg.damping,
-                normalize=self.cfg.normalize,
+                self.cfg.graph_options(),
             )
         self.ranked_epochs.append(trainer.current_epoch)
         if scores is None:

@@ -14,18 +14,45 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .config import ConfigError, from_hydra
+from .config import ConfigError, RunConfig, from_hydra
 from .pipeline import run
 from .sweep_report import one_line, record_failure
 
 log = logging.getLogger("gohsp_lightning")
 
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError, FloatingPointError)
+# the clone's conf/ (src/gohsp_lightning/cli.py -> ../../conf)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_run(overrides: Sequence[str], output_dir: str | Path, conf_dir: Path = CONF_DIR) -> RunConfig:
+    """Compose ``conf/`` as ``python run.py OVERRIDES`` would, with the run dir ``output_dir``, outside
+    ``@hydra.main`` (for tools that take run.py's overrides, e.g. the ranking-quality harness)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from omegaconf import open_dict
+
+    if not conf_dir.is_dir():
+        raise ConfigError(f"no config folder at {conf_dir}: run from a clone of gohsp-lightning")
+    try:
+        with initialize_config_dir(str(conf_dir), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    except HydraException as err:
+        raise ConfigError(f"overrides: {str(err).strip().splitlines()[0]}") from None
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(Path.cwd())
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return from_hydra(cfg)
 
 
 def require_optional_plugins(argv: Sequence[str]) -> None:

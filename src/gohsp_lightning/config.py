@@ -12,15 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .pruning.rankers import RANKERS
+from .pruning.ranking import CHAINS, COMBINES, NORMALIZES, SIMILARITIES, TELEPORTS, GraphOptions
+
 METHODS = ("gohsp", "oneshot", "dense")
-RANKERS = ("graph", "magnitude", "taylor", "random")
 ALLOCATIONS = ("global", "uniform")
 STRUCTURES = ("both", "heads", "neurons")
 COMPETE = ("balanced", "raw")
 BUDGET_UNITS = ("params", "flops")
 DATASETS = ("imagefolder", "cifar10")
 TEACHERS_KD = ("soft", "hard")
-NORMALIZE = ("block", "global")
+STEP_ON = ("epoch", "step")
 
 
 class ConfigError(ValueError):
@@ -34,6 +36,13 @@ class ModelConfig:
     pretrained: bool = False
     checkpoint: str | None = None
     num_classes: int = 10
+    # a model shipped in the package (gohsp_lightning.list_pretrained()); name/kwargs must be its architecture
+    shipped: str | None = None
+
+    @property
+    def has_weights(self) -> bool:
+        """True when the model starts from trained weights (hub, local file or shipped), not random init."""
+        return self.pretrained or self.checkpoint is not None or self.shipped is not None
 
 
 @dataclass
@@ -93,6 +102,27 @@ class RankingConfig:
     damping: float = 0.85
     normalize: str = "block"
     every_n_epochs: int = 0
+    # the graph formulation (pruning.ranking.GraphOptions): what an edge measures, which way the chain
+    # walks, where it teleports, how sharp its transitions are, how pi meets the weight norm
+    similarity: str = "cosine"
+    chain: str = "forward"
+    teleport: str = "uniform"
+    temperature: float = 1.0
+    combine: str = "pow"
+    beta: float = 1.0
+
+    def graph_options(self) -> GraphOptions:
+        """The core's :class:`GraphOptions` for these settings (raises ValueError on a bad value)."""
+        return GraphOptions(
+            similarity=self.similarity,
+            chain=self.chain,
+            teleport=self.teleport,
+            temperature=self.temperature,
+            combine=self.combine,
+            beta=self.beta,
+            damping=self.damping,
+            normalize=self.normalize,
+        )
 
 
 @dataclass
@@ -101,6 +131,8 @@ class AdmmConfig:
     rho_growth: float = 1.0
     rho_max: float = 1.0
     update_every_n_epochs: int = 1
+    # > 0: update Z and U every N optimizer steps instead (short schedules: 1 update per epoch is too few)
+    update_every_n_steps: int = 0
 
 
 @dataclass
@@ -123,6 +155,9 @@ class OptimConfig:
     sched: str = "cosine"
     warmup_epochs: int = 0
     min_lr: float = 1e-6
+    # "epoch": the learning rate changes once per epoch; "step": after every optimizer step (smooth warm-up
+    # and decay, what short schedules such as the pretraining need)
+    step_on: str = "epoch"
 
 
 @dataclass
@@ -192,7 +227,15 @@ def validate(cfg: RunConfig) -> None:
     _check_choice("pruning.budget", p.budget, BUDGET_UNITS)
     _check_choice("data.dataset", cfg.data.dataset, DATASETS)
     _check_choice("distill.kind", cfg.distill.kind, TEACHERS_KD)
-    _check_choice("ranking.normalize", cfg.ranking.normalize, NORMALIZE)
+    r = cfg.ranking
+    _check_choice("ranking.normalize", r.normalize, NORMALIZES)
+    _check_choice("ranking.similarity", r.similarity, SIMILARITIES)
+    _check_choice("ranking.chain", r.chain, CHAINS)
+    _check_choice("ranking.teleport", r.teleport, TELEPORTS)
+    _check_choice("ranking.combine", r.combine, COMBINES)
+    if not r.temperature > 0:
+        raise ConfigError(f"ranking.temperature={r.temperature} must be > 0 (1 = transitions as the similarities)")
+    _check_choice("optim.step_on", cfg.optim.step_on, STEP_ON)
     if not 0.0 <= p.sparsity < 1.0:
         raise ConfigError(f"pruning.sparsity={p.sparsity} is outside [0, 1): it is the fraction of parameters removed")
     _check_choice("pruning.compete", p.compete, COMPETE)
@@ -210,6 +253,8 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).is_file():
         raise ConfigError(f"model.checkpoint={cfg.model.checkpoint!r}: no such file")
+    if cfg.model.shipped is not None:
+        check_shipped(cfg.model)
     if cfg.model.num_classes < 2:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} must be >= 2")
     if not 0.0 < cfg.ranking.damping < 1.0:
@@ -218,6 +263,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"ranking.calibration_images={cfg.ranking.calibration_images} must be >= 1")
     if cfg.admm.rho <= 0:
         raise ConfigError(f"admm.rho={cfg.admm.rho} must be > 0")
+    if cfg.admm.update_every_n_steps < 0:
+        raise ConfigError(
+            f"admm.update_every_n_steps={cfg.admm.update_every_n_steps} must be >= 0 (0 = every update_every_n_epochs)"
+        )
     if cfg.admm.update_every_n_epochs < 1:
         raise ConfigError(f"admm.update_every_n_epochs={cfg.admm.update_every_n_epochs} must be >= 1")
     if cfg.distill.enabled and cfg.distill.teacher != "dense" and not timm.is_model(cfg.distill.teacher):
@@ -226,6 +275,26 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"distill.weight={cfg.distill.weight} must be in [0, 1]")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} must be >= 1")
+
+
+def check_shipped(cfg: ModelConfig) -> None:
+    """A shipped model must be asked for with its own architecture (the export rebuilds it from model.*)."""
+    from .pretrained import pretrained_card
+
+    if cfg.pretrained or cfg.checkpoint is not None:
+        raise ConfigError(
+            f"model.shipped={cfg.shipped!r} with model.pretrained/model.checkpoint: choose one source of weights"
+        )
+    try:
+        arch = pretrained_card(cfg.shipped)["model"]
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for key, value in (("name", cfg.name), ("kwargs", dict(cfg.kwargs)), ("num_classes", cfg.num_classes)):
+        if arch[key] != value:
+            raise ConfigError(
+                f"model.{key}={value!r} but the shipped model {cfg.shipped!r} has {key} {arch[key]!r}; "
+                f"use model=tiny_cifar_pretrained (or leave model.{key} as the shipped model has it)"
+            )
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -6,7 +6,7 @@ transforms, identical on every rank (no DistributedSampler, no shuffling).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,11 +140,23 @@ class ImageDataModule(L.LightningDataModule):
         """``images`` training images, evenly spaced over the set (all classes), eval transforms, fixed order."""
         self.setup()
         if self.calib_set is None or len(self.calib_set) != min(images, len(self.train_set)):
-            base = self._dataset(self.cfg.train_split, training=False)
-            count = min(images, len(base))
-            indices = torch.linspace(0, len(base) - 1, count).round().long().tolist()
-            self.calib_set = Subset(base, indices)
+            self.calib_set = self.fixed_subset(self.cfg.train_split, images)
         return DataLoader(self.calib_set, batch_size=batch_size, shuffle=False, num_workers=0)
+
+    def fixed_subset(self, split: str, images: int, exclude: Sequence[int] = ()) -> Subset:
+        """``images`` images of ``split`` with eval transforms, evenly spaced over the images not in ``exclude``.
+
+        Folders and CIFAR-10 are sorted by class, so even spacing covers every class. Two calls where the
+        second excludes the first's ``indices`` give disjoint sets (e.g. for a test-retest of a ranking).
+        """
+        base = self._dataset(split, training=False)
+        skip = set(exclude)
+        candidates = [i for i in range(len(base)) if i not in skip]
+        count = min(images, len(candidates))
+        if count == 0:
+            raise ValueError(f"data split {split!r} has no images left to pick {images} from")
+        positions = torch.linspace(0, len(candidates) - 1, count).round().long().tolist()
+        return Subset(base, [candidates[p] for p in positions])
 
 
 class CalibrationBatches:

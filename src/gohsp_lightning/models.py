@@ -10,16 +10,20 @@ from safetensors import SafetensorError
 from torch import nn
 
 from .config import ModelConfig
+from .pretrained import load_pretrained
 
 
 def create_student(cfg: ModelConfig, weights: bool = True) -> nn.Module:
-    """A timm model from ``cfg``: hub weights (``pretrained``), a local file (``checkpoint``) or random init.
+    """A timm model from ``cfg``: hub weights (``pretrained``), a local file (``checkpoint``), a model shipped
+    in the package (``shipped``, sha256-checked) or random init.
 
     A local file is read by timm's loader (safetensors, or ``torch.load(weights_only=True)``); a
     classifier of another size than ``num_classes`` is dropped and re-initialised, as timm does for
     fine-tuning. ``weights=False`` builds the architecture only (seeded random init), for a resumed run
     whose weights come from its stage files: no download, and no dependence on ``model.checkpoint``.
     """
+    if weights and cfg.shipped is not None:  # config.check_shipped made sure name/kwargs are the card's
+        return load_pretrained(cfg.shipped).train()
     kwargs: dict[str, Any] = dict(cfg.kwargs)
     if weights and cfg.checkpoint is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.checkpoint}

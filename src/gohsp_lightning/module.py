@@ -1,8 +1,9 @@
 """GohspModule: one LightningModule for the three training stages of the pipeline.
 
 * ``dense``: plain training (the dense baseline, or warm-up when no pretrained weights exist);
-* ``admm``: task loss + rho/2 ||W - Z + U||^2; Z and U are updated every ``admm.update_every_n_epochs``;
-  the structured masks follow the support of Z;
+* ``admm``: task loss + rho/2 ||W - Z + U||^2; Z and U are updated every ``admm.update_every_n_steps``
+  optimizer steps (or, when that is 0, every ``admm.update_every_n_epochs``); the structured masks follow
+  the support of Z;
 * ``finetune``: the physically pruned model, with knowledge distillation from a frozen teacher.
 """
 
@@ -68,6 +69,8 @@ class GohspModule(L.LightningModule):
         num_classes = cfg.model.num_classes
         self.mixup = mixup_fn(cfg.data, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
+        # the ADMM stage: top-1 with the structures outside the support of Z switched off
+        self.val_top1_cut = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
 
     # ----------------------------------------------------------------- head scores and projection
     def set_head_scores(self, flat: torch.Tensor | None) -> None:
@@ -162,21 +165,33 @@ class GohspModule(L.LightningModule):
         self.log_dict(metrics, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every = self.cfg.admm.update_every_n_steps
+        if self.admm is not None and every > 0 and self.global_step % every == 0:
+            self._admm_update()
+
     def on_train_epoch_end(self) -> None:
-        if self.admm is not None:
-            every = self.cfg.admm.update_every_n_epochs
-            if (self.current_epoch + 1) % every == 0:
-                weights = prunable_weights(self.blocks)
-                self.admm.update(weights, self._project_and_mask)
-                self.admm.scale_rho(self.cfg.admm.rho_growth, self.cfg.admm.rho_max)
-                self.log_dict(
-                    {
-                        "admm/primal_residual": self.admm.primal_residual(weights),
-                        "admm/rho": float(self.admm.rho),
-                        "admm/sparsity": self.current_sparsity(),
-                    },
-                    sync_dist=True,  # equal on every rank by construction; synced so Lightning need not warn
-                )
+        a = self.cfg.admm
+        if (
+            self.admm is not None
+            and a.update_every_n_steps == 0
+            and (self.current_epoch + 1) % a.update_every_n_epochs == 0
+        ):
+            self._admm_update()
+
+    def _admm_update(self) -> None:
+        """Z = Proj_S(W + U), U += W - Z, rho *= growth; the masks follow the support of Z."""
+        weights = prunable_weights(self.blocks)
+        self.admm.update(weights, self._project_and_mask)
+        self.admm.scale_rho(self.cfg.admm.rho_growth, self.cfg.admm.rho_max)
+        self.log_dict(
+            {
+                "admm/primal_residual": self.admm.primal_residual(weights),
+                "admm/rho": float(self.admm.rho),
+                "admm/sparsity": self.current_sparsity(),
+            },
+            sync_dist=True,  # equal on every rank by construction; synced so Lightning need not warn
+        )
 
     def current_sparsity(self) -> float:
         """Fraction of the budget unit that the current masks (support of Z) remove."""
@@ -191,6 +206,16 @@ class GohspModule(L.LightningModule):
         self.val_top1.update(logits, y)
         self.log(f"{self.stage}/val_loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
         self.log(f"{self.stage}/val_top1", self.val_top1, on_epoch=True, prog_bar=True)
+        if self.admm is not None:
+            # W is dense during ADMM: val_top1 says nothing of what the cut will cost; this does
+            attached = self.masks.attached
+            self.masks.attach(self.blocks)
+            try:
+                self.val_top1_cut.update(self.model(x), y)
+            finally:
+                if not attached:
+                    self.masks.detach()
+            self.log("admm/val_top1_cut", self.val_top1_cut, on_epoch=True, prog_bar=True)
 
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> dict[str, Any]:
@@ -198,13 +223,25 @@ class GohspModule(L.LightningModule):
         lr = o.finetune_lr if self.stage == "finetune" and o.finetune_lr is not None else o.lr
         optimizer = create_optimizer_v2(self.model, opt=o.opt, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum)
         epochs = max(int(self.trainer.max_epochs or 1), 1)
+        per_step = o.step_on == "step"
         scheduler, _ = create_scheduler_v2(
-            optimizer, sched=o.sched, num_epochs=epochs, warmup_epochs=o.warmup_epochs, min_lr=o.min_lr
+            optimizer,
+            sched=o.sched,
+            num_epochs=epochs,
+            warmup_epochs=o.warmup_epochs,
+            min_lr=o.min_lr,
+            step_on_epochs=not per_step,
+            updates_per_epoch=max(int(self.trainer.estimated_stepping_batches) // epochs, 1) if per_step else 0,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        interval = "step" if per_step else "epoch"
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        scheduler.step(epoch=self.current_epoch + 1)
+        """timm schedulers take the position explicitly: the epoch, or the optimizer step (``optim.step_on``)."""
+        if self.cfg.optim.step_on == "step":
+            scheduler.step_update(num_updates=self.global_step)
+        else:
+            scheduler.step(epoch=self.current_epoch + 1)
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

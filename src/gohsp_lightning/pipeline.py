@@ -241,8 +241,7 @@ class Pipeline:
             model,
             blocks,
             self._calibration(dm),
-            cfg.ranking.damping,
-            cfg.ranking.normalize,
+            cfg.ranking.graph_options(),
         )
         weights = [block_weights(b) for b in blocks]
         p = cfg.pruning
@@ -297,16 +296,10 @@ class Pipeline:
                 )
             elif ckpt_path == LAST:
                 rank_zero_warn(f"ckpt_path=last: {self.run_dir} holds no finished stage or checkpoint; starting anew")
-            if "dense" in done:
-                self.files.load_weights("dense", model)
-                dense_top1 = float(done["dense"]["val_top1"])
-            else:
-                dense_epochs = p.dense_epochs + (p.admm_epochs + p.finetune_epochs if p.method == "dense" else 0)
-                dense_top1 = self._fit(GohspModule(model, cfg, "dense"), dm, dense_epochs)
-                self._finish("dense", model, {"val_top1": dense_top1})
+            top1 = self._dense_stage(model, dm, done)
             if p.method == "dense":
                 plan = PrunePlan.dense(find_blocks(model))
-                pruned_top1 = dense_top1
+                top1["pruned"] = top1["dense"]
             else:
                 teacher = self._teacher(model)  # the dense model, before ADMM
                 plan_stage = order[1]
@@ -314,6 +307,7 @@ class Pipeline:
                     plan = PrunePlan.from_dict(done[plan_stage]["plan"])
                     apply_plan(model, plan)
                     self.files.load_weights(plan_stage, model)
+                    top1["before_finetune"] = done[plan_stage].get("val_top1")
                 else:
                     plan = (
                         self._admm_plan(model, dm, budget)
@@ -321,15 +315,34 @@ class Pipeline:
                         else self._oneshot_plan(model, dm, budget)
                     )
                     apply_plan(model, plan)
-                    self._finish(plan_stage, model, {"plan": plan.to_dict()})
+                    # what the cut itself costs: the hard-pruned model before any fine-tuning
+                    top1["before_finetune"] = self._fit(GohspModule(model, cfg, "finetune", plan=plan), dm, 0)
+                    self._finish(plan_stage, model, {"plan": plan.to_dict(), "val_top1": top1["before_finetune"]})
                 if "finetune" in done:
                     self.files.load_weights("finetune", model)
-                    pruned_top1 = float(done["finetune"]["val_top1"])
+                    top1["pruned"] = float(done["finetune"]["val_top1"])
                 else:
                     finetune = GohspModule(model, cfg, "finetune", teacher=teacher, plan=plan)
-                    pruned_top1 = self._fit(finetune, dm, p.finetune_epochs)
-                    self._finish("finetune", model, {"val_top1": pruned_top1})
-            return self._summary(model, plan, data_config, dense_params, dense_flops, dense_top1, pruned_top1)
+                    top1["pruned"] = self._fit(finetune, dm, p.finetune_epochs)
+                    self._finish("finetune", model, {"val_top1": top1["pruned"]})
+            return self._summary(model, plan, data_config, dense_params, dense_flops, top1)
+
+    def _dense_stage(self, model: nn.Module, dm: ImageDataModule, done: dict[str, Any]) -> dict[str, float | None]:
+        """Load or run the dense stage; returns val top-1 of the starting weights (``pretrained``, None when
+        training starts from random init) and after the dense epochs (``dense``)."""
+        cfg, p = self.cfg, self.cfg.pruning
+        if "dense" in done:
+            self.files.load_weights("dense", model)
+            return {"pretrained": done["dense"].get("pretrained_top1"), "dense": float(done["dense"]["val_top1"])}
+        dense_epochs = p.dense_epochs + (p.admm_epochs + p.finetune_epochs if p.method == "dense" else 0)
+        pretrained = None
+        if cfg.model.has_weights and dense_epochs > 0:
+            pretrained = self._fit(GohspModule(model, cfg, "dense"), dm, 0)
+        dense = self._fit(GohspModule(model, cfg, "dense"), dm, dense_epochs)
+        if cfg.model.has_weights and dense_epochs == 0:
+            pretrained = dense
+        self._finish("dense", model, {"val_top1": dense, "pretrained_top1": pretrained})
+        return {"pretrained": pretrained, "dense": dense}
 
     def _summary(
         self,
@@ -338,9 +351,10 @@ class Pipeline:
         data_config: dict[str, Any],
         dense_params: int,
         dense_flops: int,
-        dense_top1: float,
-        pruned_top1: float,
+        top1: dict[str, float | None],
     ) -> dict[str, Any]:
+        """``summary.json``; ``top1`` holds val top-1 ``pretrained`` (None from random init), ``dense``,
+        ``before_finetune`` (the hard-pruned model, pruning methods only) and ``pruned``."""
         cfg = self.cfg
         model = model.cpu().eval()
         params, flops = count_params(model), count_flops(model, tuple(data_config["input_size"]))
@@ -357,17 +371,25 @@ class Pipeline:
             "seed": cfg.seed,
             # the same for every method of a comparison: dense and oneshot fold the ADMM epochs into theirs
             "total_epochs": cfg.pruning.dense_epochs + cfg.pruning.admm_epochs + cfg.pruning.finetune_epochs,
-            "dense": {"params": dense_params, "flops": dense_flops, "val_top1": dense_top1},
+            "dense": {"params": dense_params, "flops": dense_flops, "val_top1": top1["dense"]},
             "pruned": {
                 "params": params,
                 "flops": flops,
-                "val_top1": pruned_top1,
+                "val_top1": top1["pruned"],
                 "heads_per_block": plan.heads_per_block,
                 "mlp_hidden_per_block": plan.mlp_hidden_per_block,
             },
             "param_reduction": 1 - params / dense_params,
             "flops_reduction": 1 - flops / dense_flops,
             "export_dir": str(export_dir),
+            "pretrained": (
+                None
+                if top1["pretrained"] is None
+                else {"params": dense_params, "flops": dense_flops, "val_top1": top1["pretrained"]}
+            ),
+            "pruned_before_finetune": (
+                None if top1.get("before_finetune") is None else {"params": params, "val_top1": top1["before_finetune"]}
+            ),
             "ranks_agree": self._ranks_report(stage_order(cfg.pruning.method)),
         }
         if rank_zero_only.rank == 0:
@@ -376,7 +398,7 @@ class Pipeline:
             atomic_write_json(self.run_dir / "summary.json", summary)
             rank_zero_info(
                 f"[gohsp] params {dense_params} -> {params} ({summary['param_reduction']:.1%} fewer), "
-                f"val top1 {dense_top1:.4f} -> {pruned_top1:.4f}; exported to {export_dir}"
+                f"val top1 {top1['dense']:.4f} -> {top1['pruned']:.4f}; exported to {export_dir}"
             )
         return summary
 

@@ -8,6 +8,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from gohsp_lightning.pruning import Budget, StructuredProjector, count_params, find_blocks, project, prunable_weights
+from gohsp_lightning.pruning.activations import taylor_head_importance
 from gohsp_lightning.pruning.projection import removed_cost
 from gohsp_lightning.pruning.rankers import RANKERS, fixed_unit_scores, random_unit_scores, rank_heads
 from gohsp_lightning.pruning.units import block_weights
@@ -20,7 +21,7 @@ def calibration() -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Two batches of real CIFAR-10 val images (all ten classes) with their labels."""
     transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3)])
     dataset = ImageFolder(str(SUBSET / "val"), transform=transform)
-    samples = [dataset[i * 61] for i in range(16)]
+    samples = [dataset[i * 122] for i in range(16)]
     x = torch.stack([s[0] for s in samples])
     y = torch.tensor([s[1] for s in samples])
     return [(x[:8], y[:8]), (x[8:], y[8:])]
@@ -155,3 +156,38 @@ def test_config_offers_exactly_the_registered_rankers():
     from gohsp_lightning import config
 
     assert config.RANKERS == RANKERS
+
+
+def test_taylor_takes_the_absolute_value_per_batch(calibration):
+    """Taylor importance is the mean over batches of |sum over the head's weights of grad * weight|."""
+    model = tiny_vit(seed=4)
+    blocks = find_blocks(model)
+    got = taylor_head_importance(model, blocks, calibration)
+    per_batch, signed = [], []
+    for x, y in calibration:
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        sums = []
+        for b in blocks:
+            w = block_weights(b)
+            prod = {n: t.grad * t for n, t in w.items()}
+            dim = w["qkv.weight"].shape[1]
+            s = prod["qkv.weight"].reshape(3, b.num_heads, -1, dim).sum(dim=(0, 2, 3))
+            s = s + prod["proj.weight"].reshape(dim, b.num_heads, -1).sum(dim=(0, 2))
+            s = s + prod["qkv.bias"].reshape(3, b.num_heads, -1).sum(dim=(0, 2))
+            sums.append(s.detach().double())
+        per_batch.append([s.abs() for s in sums])
+        signed.append(sums)
+    model.zero_grad(set_to_none=True)
+    for i, g in enumerate(got):
+        torch.testing.assert_close(g, (per_batch[0][i] + per_batch[1][i]) / 2, rtol=1e-4, atol=1e-9)
+    # where the two batches disagree in sign, the old |sum of signed sums| was smaller: it let them cancel
+    cancels = [
+        (i, h)
+        for i in range(len(blocks))
+        for h in range(blocks[i].num_heads)
+        if float(signed[0][i][h]) * float(signed[1][i][h]) < 0
+    ]
+    assert cancels, "the real batches should disagree in sign on some head"
+    for i, h in cancels:
+        assert float(got[i][h]) > float((signed[0][i][h] + signed[1][i][h]).abs()) / 2

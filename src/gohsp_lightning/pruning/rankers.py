@@ -1,7 +1,7 @@
 """Rankers by name (``pruning.ranker``): what orders the heads and neurons the projection removes.
 
-* ``graph`` (GOHSP): Markov-chain head scores from attention-map similarity guide the weight norms
-  (``pi^alpha * ||group||``);
+* ``graph`` (GOHSP): Markov-chain head scores from the similarity of heads in consecutive blocks guide
+  the weight norms (``factor^alpha * ||group||``, the factor from :func:`~.ranking.head_factor`);
 * ``taylor``: first-order ``|grad . weight|`` head scores from the calibration set, in the same role;
 * ``magnitude``: weight norms only (no head scores, the same as alpha = 0);
 * ``random``: no head scores and no weights at all: :func:`fixed_unit_scores` gives every head and
@@ -18,35 +18,32 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from .activations import attention_similarity, taylor_head_importance
+from .activations import head_statistics, taylor_head_importance
 from .projection import Budget, UnitScores
-from .ranking import Normalize, stationary_scores
+from .ranking import GraphOptions, graph_head_factor
 from .units import BlockUnits
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
-HeadRanker = Callable[[nn.Module, list[BlockUnits], Batches, float, Normalize], list[torch.Tensor] | None]
+HeadRanker = Callable[[nn.Module, list[BlockUnits], Batches, GraphOptions], list[torch.Tensor] | None]
 
 
-def _graph(
-    model: nn.Module, blocks: list[BlockUnits], batches: Batches, damping: float, normalize: Normalize
-) -> list[torch.Tensor]:
-    sims = attention_similarity(model, blocks, (x for x, _ in batches()))
-    return stationary_scores(sims, [b.num_heads for b in blocks], damping=damping, normalize=normalize)
+def _graph(model: nn.Module, blocks: list[BlockUnits], batches: Batches, options: GraphOptions) -> list[torch.Tensor]:
+    stats = head_statistics(model, blocks, (x for x, _ in batches()))
+    factor, _ = graph_head_factor(
+        stats.similarity(options.similarity), [b.num_heads for b in blocks], options, stats.energy
+    )
+    return factor
 
 
-def _taylor(
-    model: nn.Module, blocks: list[BlockUnits], batches: Batches, damping: float, normalize: Normalize
-) -> list[torch.Tensor]:
+def _taylor(model: nn.Module, blocks: list[BlockUnits], batches: Batches, options: GraphOptions) -> list[torch.Tensor]:
     raw = taylor_head_importance(model, blocks, batches())
-    if normalize == "global":
+    if options.normalize == "global":
         mean = torch.cat(raw).mean().clamp(min=1e-30)
         return [s / mean for s in raw]
     return [s / s.mean().clamp(min=1e-30) for s in raw]
 
 
-def _no_head_scores(
-    model: nn.Module, blocks: list[BlockUnits], batches: Batches, damping: float, normalize: Normalize
-) -> None:
+def _no_head_scores(model: nn.Module, blocks: list[BlockUnits], batches: Batches, options: GraphOptions) -> None:
     return None
 
 
@@ -64,18 +61,19 @@ def rank_heads(
     model: nn.Module,
     blocks: list[BlockUnits],
     batches: Batches,
-    damping: float = 0.85,
-    normalize: Normalize = "block",
+    options: GraphOptions | None = None,
 ) -> list[torch.Tensor] | None:
     """Score every head of ``blocks`` with ``ranker``; ``batches()`` yields calibration ``(images, labels)``.
 
-    Returns one float64 tensor per block (mean 1 within the ``normalize`` scope), or ``None`` when the
-    ranker gives the projection no head scores (``magnitude``, ``random``). Every ranker is deterministic
-    given the model and batches; the random order is drawn once per run by :func:`fixed_unit_scores`.
+    Returns one float64 tensor per block: the factor by which the projection multiplies the head's
+    weight norm (raised to ``pruning.alpha``), or ``None`` when the ranker gives the projection no head
+    scores (``magnitude``, ``random``). ``options`` is the graph formulation (default: :class:`GraphOptions`);
+    ``taylor`` reads its ``normalize`` only. Every ranker is deterministic given the model and batches; the
+    random order is drawn once per run by :func:`fixed_unit_scores`.
     """
     if ranker not in HEAD_RANKERS:
         raise ValueError(f"pruning.ranker={ranker!r} is not allowed; choose one of {', '.join(RANKERS)}")
-    return HEAD_RANKERS[ranker](model, blocks, batches, damping, normalize)
+    return HEAD_RANKERS[ranker](model, blocks, batches, options or GraphOptions())
 
 
 def random_unit_scores(blocks: list[BlockUnits], budget: Budget, seed: int) -> UnitScores:
