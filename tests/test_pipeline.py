@@ -13,6 +13,7 @@ from torchvision.datasets import ImageFolder
 
 from gohsp_lightning import load_pruned
 from gohsp_lightning.pipeline import run
+from gohsp_lightning.pretrained import pretrained_card
 from gohsp_lightning.pruning import count_params
 
 from .conftest import FAST, SUBSET, compose_run
@@ -54,6 +55,10 @@ def test_pipeline_prunes_to_budget_and_beats_chance(tmp_path):
     assert summary["param_reduction"] >= 0.4
     assert summary["pruned"]["flops"] < summary["dense"]["flops"]
     assert len(summary["pruned"]["heads_per_block"]) == 3
+    # from random init there is no pretrained figure; the cut is measured before fine-tuning
+    assert summary["pretrained"] is None
+    assert 0.0 <= summary["pruned_before_finetune"]["val_top1"] <= 1.0
+    assert summary["pruned_before_finetune"]["params"] == summary["pruned"]["params"]
     # real learning on real images: well above the 10% of chance
     assert summary["dense"]["val_top1"] > 0.2
     assert summary["pruned"]["val_top1"] > 0.2
@@ -118,3 +123,23 @@ def test_rankers_differ_only_in_their_scores(tmp_path):
     assert graph["pruned"] == magnitude["pruned"]
     assert graph["weights"].keys() == magnitude["weights"].keys()
     assert all(torch.equal(graph["weights"][k], magnitude["weights"][k]) for k in graph["weights"])
+
+
+def test_default_experiment_prunes_the_shipped_model_without_warm_up(tmp_path):
+    """The default run starts from the shipped weights: pretrained, before and after fine-tune top-1 in the summary."""
+    short = ["logger=csv", "callbacks=none", "trainer.enable_progress_bar=false", "trainer.enable_checkpointing=false"]
+    limits = [
+        "data.num_workers=0",
+        "trainer.limit_train_batches=4",
+        "pruning.admm_epochs=1",
+        "pruning.finetune_epochs=1",
+    ]
+    summary = run(compose_run([*short, *limits, "ranking.calibration_images=64"], tmp_path))
+    card = pretrained_card("vit6x6_cifar10")
+    # no dense epochs: the dense model is the shipped one, scored on the embedded val images (the card's val set)
+    assert summary["pretrained"]["val_top1"] == summary["dense"]["val_top1"]
+    assert summary["pretrained"]["val_top1"] == pytest.approx(card["metrics"]["val_top1"], abs=1e-3)
+    assert summary["pretrained"]["params"] == card["params"]
+    assert summary["param_reduction"] >= 0.4
+    assert summary["pruned_before_finetune"]["val_top1"] < summary["pretrained"]["val_top1"]
+    assert summary["total_epochs"] == 2

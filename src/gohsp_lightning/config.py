@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .pruning.rankers import RANKERS
-from .pruning.ranking import CHAINS, COMBINES, NORMALIZES, SIMILARITIES, TELEPORTS, GraphOptions
+from .pruning.ranking import GraphOptions
 
 METHODS = ("gohsp", "oneshot", "dense")
 ALLOCATIONS = ("global", "uniform")
@@ -113,16 +113,7 @@ class RankingConfig:
 
     def graph_options(self) -> GraphOptions:
         """The core's :class:`GraphOptions` for these settings (raises ValueError on a bad value)."""
-        return GraphOptions(
-            similarity=self.similarity,
-            chain=self.chain,
-            teleport=self.teleport,
-            temperature=self.temperature,
-            combine=self.combine,
-            beta=self.beta,
-            damping=self.damping,
-            normalize=self.normalize,
-        )
+        return GraphOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GraphOptions)})
 
 
 @dataclass
@@ -227,14 +218,6 @@ def validate(cfg: RunConfig) -> None:
     _check_choice("pruning.budget", p.budget, BUDGET_UNITS)
     _check_choice("data.dataset", cfg.data.dataset, DATASETS)
     _check_choice("distill.kind", cfg.distill.kind, TEACHERS_KD)
-    r = cfg.ranking
-    _check_choice("ranking.normalize", r.normalize, NORMALIZES)
-    _check_choice("ranking.similarity", r.similarity, SIMILARITIES)
-    _check_choice("ranking.chain", r.chain, CHAINS)
-    _check_choice("ranking.teleport", r.teleport, TELEPORTS)
-    _check_choice("ranking.combine", r.combine, COMBINES)
-    if not r.temperature > 0:
-        raise ConfigError(f"ranking.temperature={r.temperature} must be > 0 (1 = transitions as the similarities)")
     _check_choice("optim.step_on", cfg.optim.step_on, STEP_ON)
     if not 0.0 <= p.sparsity < 1.0:
         raise ConfigError(f"pruning.sparsity={p.sparsity} is outside [0, 1): it is the fraction of parameters removed")
@@ -257,8 +240,10 @@ def validate(cfg: RunConfig) -> None:
         check_shipped(cfg.model)
     if cfg.model.num_classes < 2:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} must be >= 2")
-    if not 0.0 < cfg.ranking.damping < 1.0:
-        raise ConfigError(f"ranking.damping={cfg.ranking.damping} must be in (0, 1)")
+    try:  # the graph formulation checks its own values (ranking.chain, .similarity, .damping, ...)
+        cfg.ranking.graph_options()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if cfg.ranking.calibration_images < 1:
         raise ConfigError(f"ranking.calibration_images={cfg.ranking.calibration_images} must be >= 1")
     if cfg.admm.rho <= 0:

@@ -64,9 +64,11 @@ class GraphOptions:
             if value not in allowed:
                 raise ValueError(f"ranking.{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
         if not 0.0 < self.damping < 1.0:
-            raise ValueError(f"ranking damping must be in (0, 1), got {self.damping}")
+            raise ValueError(f"ranking.damping={self.damping} must be in (0, 1)")
         if not self.temperature > 0:
-            raise ValueError(f"ranking.temperature={self.temperature} must be > 0")
+            raise ValueError(
+                f"ranking.temperature={self.temperature} must be > 0 (1 = transitions as the similarities)"
+            )
 
     @property
     def label(self) -> str:
