@@ -23,8 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from gohsp_lightning.data import ImageDataModule
 from gohsp_lightning.config import DataConfig
+from gohsp_lightning.data import ImageDataModule
 from gohsp_lightning.pretrained import sha256_hex
 from gohsp_lightning.pruning import find_blocks
 from gohsp_lightning.pruning.activations import head_statistics
