@@ -40,6 +40,7 @@ SHORT_RUN = [
     *TINY_MODEL,
 ]
 FAST = [
+    "admm.update_every_n_steps=0",  # Z/U once per epoch, as the module tests count them (the default run: 10 steps)
     "logger=csv",
     "callbacks=none",
     "trainer.enable_progress_bar=false",
