@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from gohsp_lightning.config import DataConfig
-from gohsp_lightning.data import ImageDataModule
+from gohsp_lightning.data import ImageDataModule, resolve_data_config
 from gohsp_lightning.pretrained import sha256_hex
 from gohsp_lightning.pruning import find_blocks
 from gohsp_lightning.pruning.activations import head_statistics
@@ -72,9 +72,8 @@ def main() -> None:
     model = timm.create_model(config["model_name"], pretrained=False, num_classes=num_classes, **kwargs)
     model.load_state_dict(state, strict=True)
     model.eval()
-    data_config = dict(timm.data.resolve_model_data_config(model))
-    data_config.update({"input_size": [3, *model.patch_embed.img_size], "crop_pct": 1.0})
-    data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items() if k in DATA_KEYS}
+    resolved = resolve_data_config(DataConfig(crop_pct=1.0), model)  # the input size the model was built at
+    data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items() if k in DATA_KEYS}
     val_top1, val_n = top1(model, args.data_root, "val", data_config)
     test_top1, test_n = top1(model, args.data_root, "test", data_config)
     dm = ImageDataModule(DataConfig(root=str(args.data_root), val_split="val"), data_config, num_classes)

@@ -10,7 +10,8 @@ calibration sets (test-retest). Heads are switched off with the same gates the p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -63,13 +64,22 @@ class Ablation:
         return values @ weights.double() / weights.sum()
 
 
-@torch.no_grad()
-def head_ablation(model: nn.Module, blocks: list[BlockUnits], batches: Sequence[Batch]) -> Ablation:
-    """Switch off one head at a time (all others on) and record every image's loss and correctness."""
+@contextmanager
+def head_gates(model: nn.Module, blocks: list[BlockUnits]) -> Iterator[StructuredMasks]:
+    """The model in eval mode with the pruning's own gates attached (all open) until the block ends."""
     model.eval()
     masks = StructuredMasks(blocks).to(next(model.parameters()).device)
     masks.attach(blocks)
     try:
+        yield masks
+    finally:
+        masks.detach()
+
+
+@torch.no_grad()
+def head_ablation(model: nn.Module, blocks: list[BlockUnits], batches: Sequence[Batch]) -> Ablation:
+    """Switch off one head at a time (all others on) and record every image's loss and correctness."""
+    with head_gates(model, blocks) as masks:
         base_ce, base_correct = per_image_outcomes(model, batches)
         ce, correct = [], []
         for b in blocks:
@@ -82,8 +92,6 @@ def head_ablation(model: nn.Module, blocks: list[BlockUnits], batches: Sequence[
                 block_correct.append(hit)
             ce.append(torch.stack(block_ce))
             correct.append(torch.stack(block_correct))
-    finally:
-        masks.detach()
     return Ablation(base_ce, base_correct, ce, correct)
 
 
@@ -95,20 +103,15 @@ def pruning_curve(
 
     Ties go to the lower head index first, as in the projection. A block with fewer heads than k keeps one.
     """
-    model.eval()
-    masks = StructuredMasks(blocks).to(next(model.parameters()).device)
-    masks.attach(blocks)
     orders = [sorted(range(s.numel()), key=lambda j, s=s: (float(s[j]), j)) for s in scores]
     top1 = []
-    try:
+    with head_gates(model, blocks) as masks:
         for k in range(1, max(b.num_heads for b in blocks)):
             for b, order in zip(blocks, orders, strict=True):
                 gate = masks.heads(b.index)
                 gate.fill_(1.0)
                 gate[order[: min(k, b.num_heads - 1)]] = 0.0
             top1.append(float(per_image_outcomes(model, batches)[1].mean()))
-    finally:
-        masks.detach()
     return top1
 
 
