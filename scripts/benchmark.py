@@ -59,7 +59,7 @@ from gohsp_lightning.pruning import (
 )
 from gohsp_lightning.pruning.files import atomic_write_json
 from gohsp_lightning.pruning.rankers import rank_heads
-from gohsp_lightning.pruning.units import block_weights
+from gohsp_lightning.pruning.structures import block_weights
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PLAN_SOURCES = ("magnitude", "graph")

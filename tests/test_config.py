@@ -53,6 +53,11 @@ def test_paper_experiments_carry_the_paper_budgets(tmp_path):
         ("pruning.allocation=local", r"^pruning.allocation='local' is not allowed"),
         ("ranking.damping=1.5", r"^ranking.damping=1.5 must be in \(0, 1\)"),
         ("pruning.sparsity=abc", r"pruning.sparsity"),
+        ("pruning.structures=[heads,channelz]", r"^pruning.structures=\['heads', 'channelz'\] is not allowed; choose"),
+        (
+            "pruning.structures=everything",
+            r"^pruning.structures='everything' is not allowed; choose from heads, neurons",
+        ),
     ],
 )
 def test_bad_values_fail_with_one_line(override, pattern, tmp_path):
@@ -64,3 +69,17 @@ def test_bad_values_fail_with_one_line(override, pattern, tmp_path):
 def test_unknown_key_fails_at_compose(tmp_path):
     with pytest.raises(ConfigError, match=r"^overrides: Could not override 'pruning.sparsty'"):
         compose_run(["pruning.sparsty=0.3"], tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("override", "label"),
+    [
+        ("pruning.structures=[heads,neurons]", "both"),
+        ("pruning.structures=both", "both"),
+        ("pruning.structures=[neurons]", "neurons"),
+        ("pruning.structures=heads", "heads"),
+    ],
+)
+def test_structures_take_a_list_or_the_old_values(override, label, tmp_path):
+    cfg = compose_run([override], tmp_path)
+    assert cfg.pruning.structures_label == label

@@ -14,10 +14,10 @@ from typing import Any
 
 from .pruning.rankers import RANKERS
 from .pruning.ranking import GraphOptions
+from .pruning.structures import structure_names, structures_label
 
 METHODS = ("gohsp", "oneshot", "dense")
 ALLOCATIONS = ("global", "uniform")
-STRUCTURES = ("both", "heads", "neurons")
 COMPETE = ("balanced", "raw")
 BUDGET_UNITS = ("params", "flops")
 DATASETS = ("imagefolder", "cifar10")
@@ -75,7 +75,9 @@ class PruningConfig:
     sparsity: float = 0.4
     budget: str = "params"
     allocation: str = "global"
-    structures: str = "both"
+    # the structures that compete for the budget: a list of names (pruning.structures.STRUCTURES), one name,
+    # or "both" (heads and neurons)
+    structures: Any = field(default_factory=lambda: ["heads", "neurons"])
     ranker: str = "graph"
     alpha: float = 1.0
     round_to: int = 1
@@ -83,6 +85,11 @@ class PruningConfig:
     dense_epochs: int = 0
     admm_epochs: int = 2
     finetune_epochs: int = 2
+
+    @property
+    def structures_label(self) -> str:
+        """``pruning.structures`` as run names and sweep tables spell it (``both``, ``heads``, ``heads+neurons``...)."""
+        return structures_label(self.structures)
 
     def __post_init__(self) -> None:
         """Fairness: ``oneshot`` has no ADMM stage, so it fine-tunes for ``admm_epochs + finetune_epochs``.
@@ -214,7 +221,10 @@ def validate(cfg: RunConfig) -> None:
     _check_choice("pruning.method", p.method, METHODS)
     _check_choice("pruning.ranker", p.ranker, RANKERS)
     _check_choice("pruning.allocation", p.allocation, ALLOCATIONS)
-    _check_choice("pruning.structures", p.structures, STRUCTURES)
+    try:
+        structure_names(p.structures)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     _check_choice("pruning.budget", p.budget, BUDGET_UNITS)
     _check_choice("data.dataset", cfg.data.dataset, DATASETS)
     _check_choice("distill.kind", cfg.distill.kind, TEACHERS_KD)

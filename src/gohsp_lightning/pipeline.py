@@ -53,7 +53,7 @@ from .pruning import (
 )
 from .pruning.files import atomic_write_json
 from .pruning.rankers import fixed_unit_scores, rank_heads
-from .pruning.units import block_weights
+from .pruning.structures import block_weights
 from .stages import LAST, ResumePoint, StageFiles, first_line, flat_settings, stage_order
 from .tracking import build_loggers, closing_loggers
 
@@ -104,7 +104,7 @@ def run_name(cfg: RunConfig) -> str:
     p = cfg.pruning
     if p.method == "dense":
         return f"{cfg.name}-dense-seed{cfg.seed}"
-    return f"{cfg.name}-{p.method}-{p.ranker}-{p.allocation}-{p.structures}-{p.budget}{p.sparsity}-seed{cfg.seed}"
+    return f"{cfg.name}-{p.method}-{p.ranker}-{p.allocation}-{p.structures_label}-{p.budget}{p.sparsity}-seed{cfg.seed}"
 
 
 class Pipeline:
@@ -229,8 +229,9 @@ class Pipeline:
         self._fit(module, dm, cfg.pruning.admm_epochs, [ranking])
         plan = module.final_plan()
         z_plan = module.masks.plan()
-        agree = sum(a == b for a, b in zip(plan.heads + plan.neurons, z_plan.heads + z_plan.neurons, strict=True))
-        rank_zero_info(f"[gohsp] final plan matches the support of Z in {agree}/{2 * len(plan.heads)} layers")
+        pairs = [(a, b) for name in plan.kept for a, b in zip(plan.kept[name], z_plan.kept[name], strict=True)]
+        agree = sum(a == b for a, b in pairs)
+        rank_zero_info(f"[gohsp] final plan matches the support of Z in {agree}/{len(pairs)} layers")
         return plan
 
     def _oneshot_plan(self, model: nn.Module, dm: ImageDataModule, budget: Budget) -> PrunePlan:
@@ -365,7 +366,7 @@ class Pipeline:
             "method": cfg.pruning.method,
             "ranker": cfg.pruning.ranker,
             "allocation": cfg.pruning.allocation,
-            "structures": cfg.pruning.structures,
+            "structures": cfg.pruning.structures_label,
             "budget": cfg.pruning.budget,
             "sparsity": cfg.pruning.sparsity,
             "seed": cfg.seed,

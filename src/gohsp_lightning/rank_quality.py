@@ -45,7 +45,8 @@ from .pruning.quality import (
 )
 from .pruning.rankers import random_unit_scores, rank_heads
 from .pruning.ranking import CHAINS, SIMILARITIES, TELEPORTS, GraphOptions, graph_head_factor
-from .pruning.units import BlockUnits, block_weights
+from .pruning.structures import block_weights
+from .pruning.units import BlockUnits
 from .sweep_report import one_line
 
 BASE_RANKERS = ("graph", "magnitude", "taylor", "random")
@@ -76,7 +77,7 @@ class Scoring:
 
 def _priority(blocks: list[BlockUnits], factor: list[torch.Tensor] | None, alpha: float) -> list[torch.Tensor]:
     """The head scores the projection ranks by: ``||group|| * factor^alpha`` (``projection.unit_scores``)."""
-    return unit_scores(blocks, [block_weights(b) for b in blocks], factor, alpha)[0]
+    return unit_scores(blocks, [block_weights(b) for b in blocks], factor, alpha)["heads"]
 
 
 def score_all(
@@ -91,7 +92,7 @@ def score_all(
     alpha, options = cfg.pruning.alpha, cfg.ranking.graph_options()
     heads = [b.num_heads for b in blocks]
     norms = _priority(blocks, None, alpha)
-    randoms = random_unit_scores(blocks, Budget(0.0, count_params(model)), cfg.seed)[0]
+    randoms = random_unit_scores(blocks, Budget(0.0, count_params(model)), cfg.seed)["heads"]
     taylor = [
         _priority(blocks, rank_heads("taylor", model, blocks, lambda c=c: iter(c), options), alpha) for c in calibration
     ]

@@ -12,7 +12,9 @@ from gohsp_lightning.pruning import (
     prunable_weights,
 )
 from gohsp_lightning.pruning.projection import removed_cost
-from gohsp_lightning.pruning.units import block_weights
+from gohsp_lightning.pruning.structures import STRUCTURES, block_weights
+
+HEADS, NEURONS = STRUCTURES["heads"], STRUCTURES["neurons"]
 
 
 def weights_of(model):
@@ -27,7 +29,7 @@ def test_budget_met_exactly(model, unit, sparsity):
     budget = Budget(sparsity, total, unit, num_tokens(model))
     plan = project(blocks, weights_of(model), budget)
     removed = removed_cost(blocks, plan, budget)
-    smallest = min(budget.neuron_cost(b) for b in blocks)
+    smallest = min(budget.cost("neurons", b) for b in blocks)
     assert budget.target <= removed < budget.target + smallest
     assert all(h >= 1 for h in plan.heads_per_block)
     assert all(n >= 1 for n in plan.mlp_hidden_per_block)
@@ -35,7 +37,7 @@ def test_budget_met_exactly(model, unit, sparsity):
 
 def test_extreme_budget_keeps_one_head_and_neuron_per_block(model):
     blocks = find_blocks(model)
-    limit = sum(b.head_params * (b.num_heads - 1) + b.neuron_params * (b.hidden - 1) for b in blocks)
+    limit = sum(HEADS.unit_params(b) * (b.num_heads - 1) + NEURONS.unit_params(b) * (b.hidden - 1) for b in blocks)
     budget = Budget(limit / count_params(model) - 1e-6, count_params(model))
     plan = project(blocks, weights_of(model), budget)
     assert plan.heads_per_block == [1, 1, 1]
@@ -81,10 +83,10 @@ def test_uniform_allocation_meets_the_budget_within_one_neuron_step_per_block(mo
     plan = project(blocks, weights_of(model), budget, allocation="uniform", round_to=round_to)
     # heads keep the share nearest 1 - sparsity whose removal alone stays within the budget (4 heads a block)
     assert plan.heads_per_block == [heads] * 3
-    assert (4 - heads) * sum(budget.head_cost(b) for b in blocks) <= budget.target
+    assert (4 - heads) * sum(budget.cost("heads", b) for b in blocks) <= budget.target
     assert len(set(plan.mlp_hidden_per_block)) == 1
     removed = removed_cost(blocks, plan, budget)
-    one_step = sum(round_to * budget.neuron_cost(b) for b in blocks)
+    one_step = sum(round_to * budget.cost("neurons", b) for b in blocks)
     assert budget.target <= removed < budget.target + one_step
 
 
@@ -135,8 +137,9 @@ def test_round_to_stays_close_to_the_target_and_keeps_the_best_neurons(model):
     budget = Budget(0.35, count_params(model))
     exact = project(blocks, weights_of(model), budget)
     aligned = project(blocks, weights_of(model), budget, round_to=16)
-    chunk = 16 * blocks[0].neuron_params
-    assert budget.target <= removed_cost(blocks, aligned, budget) < budget.target + max(chunk, blocks[0].head_params)
+    chunk = 16 * NEURONS.unit_params(blocks[0])
+    one_step = max(chunk, HEADS.unit_params(blocks[0]))
+    assert budget.target <= removed_cost(blocks, aligned, budget) < budget.target + one_step
     assert aligned != exact
     assert aligned.mlp_hidden_per_block != exact.mlp_hidden_per_block
     for block, kept in zip(blocks, aligned.neurons, strict=True):
@@ -187,4 +190,4 @@ def test_balanced_competition_prunes_heads_and_neurons(model):
     assert sum(balanced.heads_per_block) < 12
     assert sum(balanced.mlp_hidden_per_block) < 3 * 256
     removed = removed_cost(blocks, balanced, budget)
-    assert budget.target <= removed < budget.target + min(budget.neuron_cost(b) for b in blocks)
+    assert budget.target <= removed < budget.target + min(budget.cost("neurons", b) for b in blocks)

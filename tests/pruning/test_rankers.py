@@ -11,7 +11,7 @@ from gohsp_lightning.pruning import Budget, StructuredProjector, count_params, f
 from gohsp_lightning.pruning.activations import taylor_head_importance
 from gohsp_lightning.pruning.projection import removed_cost
 from gohsp_lightning.pruning.rankers import RANKERS, fixed_unit_scores, random_unit_scores, rank_heads
-from gohsp_lightning.pruning.units import block_weights
+from gohsp_lightning.pruning.structures import block_weights
 
 from ..conftest import SUBSET, tiny_vit
 
@@ -45,7 +45,7 @@ def test_every_ranker_gives_a_valid_plan_at_the_budget(ranker, allocation, calib
     removed = removed_cost(blocks, plan, budget)
     assert removed >= budget.target
     if allocation == "global":
-        assert removed < budget.target + min(budget.neuron_cost(b) for b in blocks)
+        assert removed < budget.target + min(budget.cost("neurons", b) for b in blocks)
     assert all(h >= 1 for h in plan.heads_per_block) and all(n >= 1 for n in plan.mlp_hidden_per_block)
 
 
@@ -142,14 +142,17 @@ def test_unknown_ranker_fails_with_one_line(model):
 def test_fixed_scores_must_cover_every_unit(model):
     blocks = find_blocks(model)
     budget = Budget(0.4, count_params(model))
-    heads, neurons = random_unit_scores(blocks, budget, 0)
-    with pytest.raises(ValueError, match="unit scores of block 1 have 3 heads"):
+    scores = random_unit_scores(blocks, budget, 0)
+    heads = scores["heads"]
+    with pytest.raises(ValueError, match="unit scores of block 1 have 3 heads, the block has 4"):
         project(
             blocks,
             [block_weights(b) for b in blocks],
             budget,
-            fixed_scores=(heads[:1] + [heads[1][:3]] + heads[2:], neurons),
+            fixed_scores={**scores, "heads": heads[:1] + [heads[1][:3]] + heads[2:]},
         )
+    with pytest.raises(ValueError, match="unit scores have no neurons"):
+        project(blocks, [block_weights(b) for b in blocks], budget, fixed_scores={"heads": heads})
 
 
 def test_config_offers_exactly_the_registered_rankers():

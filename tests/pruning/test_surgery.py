@@ -11,7 +11,7 @@ from gohsp_lightning.pruning import (
     project,
 )
 from gohsp_lightning.pruning.projection import removed_cost
-from gohsp_lightning.pruning.units import block_weights
+from gohsp_lightning.pruning.structures import block_weights
 
 from ..conftest import tiny_vit
 

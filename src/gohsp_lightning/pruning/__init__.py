@@ -1,4 +1,4 @@
-"""Pure-PyTorch GOHSP core: units, masks, head ranking, projection, ADMM, surgery, FLOPs, export.
+"""Pure-PyTorch GOHSP core: units, structures, masks, head ranking, projection, ADMM, surgery, FLOPs, export.
 
 Imports torch, timm, networkx and safetensors only (never Lightning, Hydra, OmegaConf or W&B), so it
 can be used from any training loop.
@@ -12,14 +12,17 @@ from .masks import StructuredMasks
 from .plan import PrunePlan
 from .projection import Budget, StructuredProjector, check_feasible, project
 from .ranking import head_graph, stationary_scores
+from .structures import STRUCTURES, Structure, prunable_weights, structure_names
 from .surgery import apply_plan
-from .units import BlockUnits, find_blocks, num_tokens, prunable_weights
+from .units import BlockUnits, find_blocks, num_tokens
 
 __all__ = [
     "AdmmState",
     "BlockUnits",
     "Budget",
     "PrunePlan",
+    "STRUCTURES",
+    "Structure",
     "StructuredMasks",
     "StructuredProjector",
     "apply_plan",
@@ -36,4 +39,5 @@ __all__ = [
     "read_config",
     "save_pruned",
     "stationary_scores",
+    "structure_names",
 ]

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .units import BlockUnits, block_weights
+from .structures import block_weights
+from .units import BlockUnits
 
 
 def split_qkv(block: BlockUnits, qkv_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

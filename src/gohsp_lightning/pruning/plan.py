@@ -1,92 +1,132 @@
-"""PrunePlan: which heads and MLP neurons every block keeps.
+"""PrunePlan: which units of every structure (heads, MLP neurons, ...) every block keeps.
 
 The plan is the one hand-off between the optimisation (projection, masks) and the surgery and export.
-It is plain ints so it travels through JSON, checkpoints and ``torch.distributed`` unchanged.
+It is plain ints keyed by structure name, so it travels through JSON, checkpoints and
+``torch.distributed`` unchanged; a structure the plan does not name is kept whole.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
 
+from .structures import STRUCTURES
 from .units import BlockUnits
 
+Kept = tuple[tuple[int, ...], ...]
 
-@dataclass(frozen=True)
+
 class PrunePlan:
-    """Kept head indices and kept MLP neuron indices per block (sorted, unique)."""
+    """Kept indices per structure name and block (sorted, unique): ``PrunePlan(heads=..., neurons=...)``."""
 
-    heads: tuple[tuple[int, ...], ...]
-    neurons: tuple[tuple[int, ...], ...]
+    def __init__(self, **kept: Any) -> None:
+        unknown = [name for name in kept if name not in STRUCTURES]
+        if unknown or not kept:
+            raise ValueError(
+                f"a prune plan names structures from {', '.join(STRUCTURES)}, got {', '.join(kept) or 'none'}"
+            )
+        lists = {
+            name: tuple(tuple(int(i) for i in block) for block in kept[name]) for name in STRUCTURES if name in kept
+        }
+        if len({len(v) for v in lists.values()}) > 1:
+            sizes = ", ".join(f"{len(v)} {name} lists" for name, v in lists.items())
+            raise ValueError(f"plan has {sizes}: every structure needs one list per block")
+        for name, per_block in lists.items():
+            for block, indices in enumerate(per_block):
+                if not indices:
+                    raise ValueError(f"plan keeps no {name} in block {block}: at least one must stay")
+                if list(indices) != sorted(set(indices)) or indices[0] < 0:
+                    raise ValueError(f"plan {name} of block {block} must be sorted unique indices >= 0, got {indices}")
+        self._kept = lists
 
-    def __post_init__(self) -> None:
-        if len(self.heads) != len(self.neurons):
-            raise ValueError(f"plan has {len(self.heads)} head lists but {len(self.neurons)} neuron lists")
-        for kind, lists in (("heads", self.heads), ("neurons", self.neurons)):
-            for block, kept in enumerate(lists):
-                if not kept:
-                    raise ValueError(f"plan keeps no {kind} in block {block}: at least one must stay")
-                if list(kept) != sorted(set(kept)) or kept[0] < 0:
-                    raise ValueError(f"plan {kind} of block {block} must be sorted unique indices >= 0, got {kept}")
+    @property
+    def kept(self) -> Mapping[str, Kept]:
+        """Kept indices per structure name (read-only)."""
+        return MappingProxyType(self._kept)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(next(iter(self._kept.values())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PrunePlan) and self._kept == other._kept
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._kept.items()))
+
+    def __repr__(self) -> str:
+        return f"PrunePlan({', '.join(f'{k}={v}' for k, v in self._kept.items())})"
+
+    @property
+    def heads(self) -> Kept:
+        return self._kept["heads"]
+
+    @property
+    def neurons(self) -> Kept:
+        return self._kept["neurons"]
+
+    def counts(self, name: str) -> list[int]:
+        """Kept units of structure ``name`` per block."""
+        return [len(k) for k in self._kept[name]]
+
+    @property
+    def heads_per_block(self) -> list[int]:
+        return self.counts("heads")
+
+    @property
+    def mlp_hidden_per_block(self) -> list[int]:
+        return self.counts("neurons")
 
     @classmethod
-    def from_keep_masks(cls, heads: list[torch.Tensor], neurons: list[torch.Tensor]) -> PrunePlan:
-        """Build a plan from per-block 0/1 (or bool) keep vectors."""
+    def from_keep_masks(cls, masks: Mapping[str, list[torch.Tensor]]) -> PrunePlan:
+        """Build a plan from per-block 0/1 (or bool) keep vectors per structure name."""
         return cls(
-            heads=tuple(tuple(int(i) for i in torch.nonzero(m > 0).flatten()) for m in heads),
-            neurons=tuple(tuple(int(i) for i in torch.nonzero(m > 0).flatten()) for m in neurons),
+            **{
+                name: tuple(tuple(int(i) for i in torch.nonzero(m > 0).flatten()) for m in per_block)
+                for name, per_block in masks.items()
+            }
         )
 
     @classmethod
     def dense(cls, blocks: list[BlockUnits]) -> PrunePlan:
         """The plan that keeps everything."""
-        return cls(
-            heads=tuple(tuple(range(b.num_heads)) for b in blocks),
-            neurons=tuple(tuple(range(b.hidden)) for b in blocks),
-        )
+        return cls(**{name: tuple(tuple(range(s.size(b))) for b in blocks) for name, s in STRUCTURES.items()})
 
-    @property
-    def heads_per_block(self) -> list[int]:
-        return [len(h) for h in self.heads]
-
-    @property
-    def mlp_hidden_per_block(self) -> list[int]:
-        return [len(n) for n in self.neurons]
-
-    def keep_masks(self, blocks: list[BlockUnits]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per-block 0/1 float keep vectors sized for the (unpruned) ``blocks``."""
+    def keep_masks(self, blocks: list[BlockUnits]) -> dict[str, list[torch.Tensor]]:
+        """Per-block 0/1 float keep vectors of every structure, sized for the (unpruned) ``blocks``."""
         self.check(blocks)
-        heads, neurons = [], []
-        for block, kept_h, kept_n in zip(blocks, self.heads, self.neurons, strict=True):
-            h = torch.zeros(block.num_heads)
-            h[list(kept_h)] = 1.0
-            n = torch.zeros(block.hidden)
-            n[list(kept_n)] = 1.0
-            heads.append(h)
-            neurons.append(n)
-        return heads, neurons
+        masks: dict[str, list[torch.Tensor]] = {}
+        for name, s in STRUCTURES.items():
+            masks[name] = []
+            for b in blocks:
+                keep = torch.zeros(s.size(b))
+                keep[list(self._kept[name][b.index]) if name in self._kept else slice(None)] = 1.0
+                masks[name].append(keep)
+        return masks
 
     def check(self, blocks: list[BlockUnits]) -> None:
         """Raise ValueError naming the block and index if the plan does not fit these blocks."""
-        if len(blocks) != len(self.heads):
-            raise ValueError(f"plan has {len(self.heads)} blocks, model has {len(blocks)}")
-        for block, kept_h, kept_n in zip(blocks, self.heads, self.neurons, strict=True):
-            if kept_h[-1] >= block.num_heads:
-                raise ValueError(f"plan keeps head {kept_h[-1]} of block {block.index}, which has {block.num_heads}")
-            if kept_n[-1] >= block.hidden:
-                raise ValueError(f"plan keeps neuron {kept_n[-1]} of block {block.index}, which has {block.hidden}")
+        if len(blocks) != self.num_blocks:
+            raise ValueError(f"plan has {self.num_blocks} blocks, model has {len(blocks)}")
+        for name, per_block in self._kept.items():
+            s = STRUCTURES[name]
+            for block, indices in zip(blocks, per_block, strict=True):
+                if indices[-1] >= s.size(block):
+                    raise ValueError(
+                        f"plan keeps {s.unit} {indices[-1]} of block {block.index}, which has {s.size(block)}"
+                    )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"heads": [list(h) for h in self.heads], "neurons": [list(n) for n in self.neurons]}
+        return {name: [list(k) for k in per_block] for name, per_block in self._kept.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PrunePlan:
         try:
-            return cls(
-                heads=tuple(tuple(int(i) for i in h) for h in data["heads"]),
-                neurons=tuple(tuple(int(i) for i in n) for n in data["neurons"]),
-            )
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"not a prune plan (needs 'heads' and 'neurons' lists of ints): {err}") from err
+            return cls(**{name: [[int(i) for i in k] for k in per_block] for name, per_block in data.items()})
+        except (TypeError, AttributeError) as err:
+            raise ValueError(
+                f"not a prune plan (needs lists of kept ints per structure, e.g. 'heads' and 'neurons'): {err}"
+            ) from err

@@ -85,9 +85,9 @@ def head_ablation(model: nn.Module, blocks: list[BlockUnits], batches: Sequence[
         for b in blocks:
             block_ce, block_correct = [], []
             for h in range(b.num_heads):
-                masks.heads(b.index)[h] = 0.0
+                masks.gate("heads", b.index)[h] = 0.0
                 loss, hit = per_image_outcomes(model, batches)
-                masks.heads(b.index)[h] = 1.0
+                masks.gate("heads", b.index)[h] = 1.0
                 block_ce.append(loss)
                 block_correct.append(hit)
             ce.append(torch.stack(block_ce))
@@ -108,7 +108,7 @@ def pruning_curve(
     with head_gates(model, blocks) as masks:
         for k in range(1, max(b.num_heads for b in blocks)):
             for b, order in zip(blocks, orders, strict=True):
-                gate = masks.heads(b.index)
+                gate = masks.gate("heads", b.index)
                 gate.fill_(1.0)
                 gate[order[: min(k, b.num_heads - 1)]] = 0.0
             top1.append(float(per_image_outcomes(model, batches)[1].mean()))

@@ -8,7 +8,7 @@
   neuron a random priority drawn once from the seed, so every Z update and the final plan remove the
   same random structures (a true random baseline).
 
-Neurons are always scored by their weight norm, except under ``random``.
+Every other structure (MLP neurons) is scored by its weight norm, except under ``random``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import nn
 from .activations import head_statistics, taylor_head_importance
 from .projection import Budget, UnitScores
 from .ranking import GraphOptions, graph_head_factor
+from .structures import STRUCTURES
 from .units import BlockUnits
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
@@ -77,20 +78,19 @@ def rank_heads(
 
 
 def random_unit_scores(blocks: list[BlockUnits], budget: Budget, seed: int) -> UnitScores:
-    """A uniformly random removal order over every head and neuron, drawn from ``seed`` alone.
+    """A uniformly random removal order over every unit of every structure, drawn from ``seed`` alone.
 
     The projection removes units in increasing ``score^2 / cost``; scoring a unit ``sqrt(u * cost)``
     with ``u ~ U(0, 1)`` makes that density ``u`` itself, so heads (costly) and neurons (cheap) are
     equally likely to go next, whatever their weights and whatever the budget unit.
     """
     generator = torch.Generator().manual_seed(seed)
-    heads, neurons = [], []
+    scores: UnitScores = {name: [] for name in STRUCTURES}
     for b in blocks:
-        head_u = torch.rand(b.num_heads, generator=generator, dtype=torch.float64)
-        neuron_u = torch.rand(b.hidden, generator=generator, dtype=torch.float64)
-        heads.append((head_u * budget.head_cost(b)).sqrt())
-        neurons.append((neuron_u * budget.neuron_cost(b)).sqrt())
-    return heads, neurons
+        for name, s in STRUCTURES.items():
+            u = torch.rand(s.size(b), generator=generator, dtype=torch.float64)
+            scores[name].append((u * budget.cost(s, b)).sqrt())
+    return scores
 
 
 def fixed_unit_scores(ranker: str, blocks: list[BlockUnits], budget: Budget, seed: int) -> UnitScores | None:
