@@ -58,6 +58,7 @@ from gohsp_lightning.pruning import (
     save_pruned,
 )
 from gohsp_lightning.pruning.files import atomic_write_json
+from gohsp_lightning.pruning.flops import macs
 from gohsp_lightning.pruning.rankers import rank_heads
 from gohsp_lightning.pruning.structures import block_weights
 
@@ -384,7 +385,7 @@ def table(headers: list[str], rows: list[list[str]], header: bool = True) -> str
 
 
 INFERENCE_HEADERS = ["device", "dtype", "batch", "dense ms", "pruned ms", "dense img/s", "pruned img/s"]
-INFERENCE_HEADERS += ["speedup", "FLOPs red.", "efficiency"]
+INFERENCE_HEADERS += ["speedup", "MACs red.", "efficiency"]
 
 
 def _format_inference(rows: list[dict], header: bool = True) -> str:
@@ -442,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": info,
         "params": {"dense": dense_params, "pruned": pruned_params, "removed": 1 - pruned_params / dense_params},
         "flops": {"dense": dense_flops, "pruned": pruned_flops, "reduction": dense_flops / pruned_flops},
+        "macs": {"dense": macs(dense_flops), "pruned": macs(pruned_flops), "reduction": dense_flops / pruned_flops},
         "pruned_checks": checks,
     }
     env = results["environment"]
@@ -459,9 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{info['model']}: params {dense_params / 1e6:.2f}M -> {pruned_params / 1e6:.2f}M "
-        f"({results['params']['removed']:.1%} removed), GFLOPs/img (a multiply-add = 2) {dense_flops / 1e9:.3f} -> "
-        f"{pruned_flops / 1e9:.3f} "
-        f"({dense_flops / pruned_flops:.3f}x fewer); plan from {info['plan_from']}"
+        f"({results['params']['removed']:.1%} removed), GMACs/img {macs(dense_flops) / 1e9:.3f} -> "
+        f"{macs(pruned_flops) / 1e9:.3f} (GFLOPs, a multiply-add = 2: {dense_flops / 1e9:.3f} -> "
+        f"{pruned_flops / 1e9:.3f}; {dense_flops / pruned_flops:.3f}x fewer); plan from {info['plan_from']}"
     )
     if "heads_per_block" in info:
         print(f"heads per block {info['heads_per_block']}, MLP hidden per block {info['mlp_hidden_per_block']}")
@@ -472,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.skip_inference:
         print(
-            f"\nInference (median of {args.repeats}, dense/pruned interleaved; efficiency = speedup / FLOPs reduction)"
+            f"\nInference (median of {args.repeats}, dense/pruned interleaved; efficiency = speedup / MACs reduction)"
         )
         results["inference"] = bench_inference(args, dense, pruned, input_size, dense_flops / pruned_flops)
     plain_step_s = None

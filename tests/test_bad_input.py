@@ -79,6 +79,10 @@ def build_cases(base: Path) -> dict[str, tuple[list[str], str]]:
         "unknown-model": (["model.name=deit_gigantic"], r"^model\.name='deit_gigantic' is not a timm model"),
         "unknown-ranker": (["pruning.ranker=pagerankish"], r"^pruning\.ranker='pagerankish' is not allowed; choose"),
         "missing-data-root": ([f"data.root={files / 'nowhere'}"], r"^data\.root='.*nowhere' does not exist"),
+        "unsupported-family": (
+            ["model.name=swin_tiny_patch4_window7_224", "model.kwargs={}"],
+            r"^model\.name='swin_tiny_patch4_window7_224' is a timm swin_transformer model, .* supported: vision_trans",
+        ),
         "imagefolder-without-images": (
             [f"data.root={empty_imagefolder(files / 'empty')}"],
             r"^data\.root='.*empty': .*train holds no images",
@@ -148,6 +152,7 @@ CASE_NAMES = [  # the keys of build_cases, in its order (the fixture checks)
     "unknown-model",
     "unknown-ranker",
     "missing-data-root",
+    "unsupported-family",
     "imagefolder-without-images",
     "class-count-mismatch",
     "corrupt-model-checkpoint",

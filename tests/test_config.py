@@ -53,6 +53,7 @@ def test_paper_experiments_carry_the_paper_budgets(tmp_path):
         ("pruning.allocation=local", r"^pruning.allocation='local' is not allowed"),
         ("ranking.damping=1.5", r"^ranking.damping=1.5 must be in \(0, 1\)"),
         ("pruning.sparsity=abc", r"pruning.sparsity"),
+        ("model.name=swin_tiny_patch4_window7_224", r"^model.name='swin_tiny_patch4_window7_224' is a timm swin_trans"),
         ("pruning.structures=[heads,channelz]", r"^pruning.structures=\['heads', 'channelz'\] is not allowed; choose"),
         (
             "pruning.structures=everything",

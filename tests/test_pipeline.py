@@ -54,6 +54,7 @@ def test_pipeline_prunes_to_budget_and_beats_chance(tmp_path):
     }
     assert summary["param_reduction"] >= 0.4
     assert summary["pruned"]["flops"] < summary["dense"]["flops"]
+    assert summary["pruned"]["macs"] == summary["pruned"]["flops"] // 2 and summary["dense"]["macs"] > 0
     assert len(summary["pruned"]["heads_per_block"]) == 3
     # from random init there is no pretrained figure; the cut is measured before fine-tuning
     assert summary["pretrained"] is None
@@ -143,3 +144,11 @@ def test_default_experiment_prunes_the_shipped_model_without_warm_up(tmp_path):
     assert summary["param_reduction"] >= 0.4
     assert summary["pruned_before_finetune"]["val_top1"] < summary["pretrained"]["val_top1"]
     assert summary["total_epochs"] == 2
+
+
+def test_a_missing_data_root_is_reported_before_any_model_is_fetched(tmp_path):
+    # pretrained=true would go to the hub (no network here): the data root must be named first
+    overrides = ["model.name=deit_small_patch16_224", "model.kwargs={}", "model.pretrained=true"]
+    cfg = compose_run([*FAST, *overrides, f"data.root={tmp_path / 'nowhere'}"], tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^data.root='.*nowhere' does not exist \(ImageFolder layout"):
+        run(cfg)

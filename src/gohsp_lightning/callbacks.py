@@ -76,8 +76,9 @@ class HeadRankingCallback(Callback):
             pl_module.set_head_scores(None)
             return
         self.local_scores = [s.clone() for s in scores]
-        flat = torch.cat(scores).to(device=pl_module.device, dtype=torch.float64)
-        flat = trainer.strategy.broadcast(flat, src=0)
+        # a CPU tensor: Lightning's broadcast pickles objects, and a CUDA tensor would unpickle onto rank 0's device
+        # on every rank (extra CUDA contexts and memory on GPU 0); set_head_scores copies it to the module's device
+        flat = trainer.strategy.broadcast(torch.cat(scores).to(device="cpu", dtype=torch.float64), src=0)
         pl_module.set_head_scores(flat)
         per_block = [s.tolist() for s in flat.cpu().split([b.num_heads for b in pl_module.blocks])]
         self.history.append({"epoch": trainer.current_epoch, "scores": per_block})

@@ -15,6 +15,7 @@ from typing import Any
 from .pruning.rankers import RANKERS
 from .pruning.ranking import GraphOptions
 from .pruning.structures import structure_names, structures_label
+from .pruning.units import check_family
 
 METHODS = ("gohsp", "oneshot", "dense")
 ALLOCATIONS = ("global", "uniform")
@@ -244,6 +245,11 @@ def validate(cfg: RunConfig) -> None:
             f"model.name={cfg.model.name!r} is not a timm model; e.g. deit_tiny_patch16_224, deit_small_patch16_224, "
             "deit_base_patch16_224, vit_small_patch16_224 (see timm.list_models('*vit*'))"
         )
+    if p.method != "dense":
+        try:
+            check_family(cfg.model.name)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).is_file():
         raise ConfigError(f"model.checkpoint={cfg.model.checkpoint!r}: no such file")
     if cfg.model.shipped is not None:

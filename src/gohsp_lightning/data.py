@@ -36,6 +36,25 @@ def resolve_data_config(cfg: DataConfig, model: torch.nn.Module) -> dict[str, An
     return data_config
 
 
+def check_data_root(cfg: DataConfig, splits: Sequence[str] | None = None) -> None:
+    """Raise a one-line FileNotFoundError if ``data.root`` (or a split folder of it) is missing.
+
+    Cheap (no image is read), so a run calls it before it builds or downloads a model: a wrong data root
+    is then reported as such, not as a network error from the hub. ``splits`` defaults to train and val.
+    """
+    root = Path(cfg.root)
+    if cfg.dataset == "cifar10":
+        if not cfg.download and not root.exists():
+            raise FileNotFoundError(f"data.root={cfg.root!r} does not exist (set data.download=true to fetch CIFAR-10)")
+        return
+    for split in splits or (cfg.train_split, cfg.val_split):
+        layout = f"ImageFolder layout: {cfg.root}/{split}/<class>/<image>"
+        if not root.is_dir():
+            raise FileNotFoundError(f"data.root={cfg.root!r} does not exist ({layout})")
+        if not (root / split).is_dir():
+            raise FileNotFoundError(f"data.root={cfg.root!r} has no {split!r} folder ({layout})")
+
+
 def mixup_fn(cfg: DataConfig, num_classes: int) -> timm.data.Mixup | None:
     """timm's batch-level Mixup/CutMix (with label smoothing), or None when both are off."""
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
@@ -78,26 +97,14 @@ class ImageDataModule(L.LightningDataModule):
         cfg = self.cfg
         root = Path(cfg.root)
         transform = self._transform(training)
+        check_data_root(cfg, (split,))
         if cfg.dataset == "cifar10":
-            if not cfg.download and not root.exists():
-                raise FileNotFoundError(
-                    f"data.root={cfg.root!r} does not exist (set data.download=true to fetch CIFAR-10)"
-                )
             dataset: Any = CIFAR10(
                 str(root), train=split == cfg.train_split, download=cfg.download, transform=transform
             )
             classes = dataset.classes
         else:
             folder = root / split
-            if not root.is_dir():
-                raise FileNotFoundError(
-                    f"data.root={cfg.root!r} does not exist (ImageFolder layout: {cfg.root}/{split}/<class>/<image>)"
-                )
-            if not folder.is_dir():
-                raise FileNotFoundError(
-                    f"data.root={cfg.root!r} has no {split!r} folder "
-                    f"(ImageFolder layout: {cfg.root}/{split}/<class>/<image>)"
-                )
             try:
                 dataset = ImageFolder(str(folder), transform=transform)
             except (FileNotFoundError, RuntimeError) as err:

@@ -160,9 +160,14 @@ class GohspModule(L.LightningModule):
                 f"step {self.global_step}; lower optim.lr or check the data"
             )
         logs["loss"] = loss.detach()
-        # sync_dist: the logged epoch loss is the mean over all ranks' batches, not rank 0's alone
-        metrics = {f"{self.stage}/{k}": v for k, v in logs.items()}
-        self.log_dict(metrics, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+        # per step this rank's value (no all-reduce on the hot path); per epoch the mean over all ranks' batches,
+        # reduced once at the epoch's end
+        self.log_dict(
+            {f"{self.stage}/{k}_step": v for k, v in logs.items()}, prog_bar=True, on_step=True, on_epoch=False
+        )
+        self.log_dict(
+            {f"{self.stage}/{k}_epoch": v for k, v in logs.items()}, on_step=False, on_epoch=True, sync_dist=True
+        )
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

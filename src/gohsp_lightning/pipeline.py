@@ -36,7 +36,7 @@ from torch import nn
 
 from .callbacks import HeadRankingCallback, RankAgreementCallback
 from .config import ConfigError, RunConfig, to_dict
-from .data import CalibrationBatches, ImageDataModule, resolve_data_config
+from .data import CalibrationBatches, ImageDataModule, check_data_root, resolve_data_config
 from .models import create_student, create_teacher, freeze
 from .module import GohspModule
 from .pruning import (
@@ -52,6 +52,7 @@ from .pruning import (
     save_pruned,
 )
 from .pruning.files import atomic_write_json
+from .pruning.flops import macs
 from .pruning.rankers import fixed_unit_scores, rank_heads
 from .pruning.structures import block_weights
 from .stages import LAST, ResumePoint, StageFiles, first_line, flat_settings, stage_order
@@ -269,6 +270,7 @@ class Pipeline:
         ckpt_path = cfg.ckpt_path or (LAST if cfg.resume_dir is not None else None)
         self.resume = self.files.resume_point(order, ckpt_path, to_dict(cfg))
         done = self.resume.done
+        check_data_root(cfg.data)  # before the model: a missing root is not reported as a hub or network error
         L.seed_everything(cfg.seed, workers=True)
         model = create_student(cfg.model, weights="dense" not in done)
         data_config = resolve_data_config(cfg.data, model)
@@ -372,10 +374,17 @@ class Pipeline:
             "seed": cfg.seed,
             # the same for every method of a comparison: dense and oneshot fold the ADMM epochs into theirs
             "total_epochs": cfg.pruning.dense_epochs + cfg.pruning.admm_epochs + cfg.pruning.finetune_epochs,
-            "dense": {"params": dense_params, "flops": dense_flops, "val_top1": top1["dense"]},
+            # flops: a multiply-add counts 2; macs: counts 1 (what published ViT tables call FLOPs)
+            "dense": {
+                "params": dense_params,
+                "flops": dense_flops,
+                "macs": macs(dense_flops),
+                "val_top1": top1["dense"],
+            },
             "pruned": {
                 "params": params,
                 "flops": flops,
+                "macs": macs(flops),
                 "val_top1": top1["pruned"],
                 "heads_per_block": plan.heads_per_block,
                 "mlp_hidden_per_block": plan.mlp_hidden_per_block,
@@ -386,7 +395,12 @@ class Pipeline:
             "pretrained": (
                 None
                 if top1["pretrained"] is None
-                else {"params": dense_params, "flops": dense_flops, "val_top1": top1["pretrained"]}
+                else {
+                    "params": dense_params,
+                    "flops": dense_flops,
+                    "macs": macs(dense_flops),
+                    "val_top1": top1["pretrained"],
+                }
             ),
             "pruned_before_finetune": (
                 None if top1.get("before_finetune") is None else {"params": params, "val_top1": top1["before_finetune"]}

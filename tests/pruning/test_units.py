@@ -35,3 +35,13 @@ def test_unit_costs_match_measured_params_and_flops(model):
 def test_find_blocks_rejects_non_vit():
     with pytest.raises(ValueError, match="no 'blocks'"):
         find_blocks(torch.nn.Linear(2, 2))
+
+
+def test_macs_are_the_figure_published_vit_tables_give():
+    import timm
+
+    from gohsp_lightning.pruning.flops import macs
+
+    flops = count_flops(timm.create_model("deit_small_patch16_224"), (3, 224, 224))
+    assert round(macs(flops) / 1e9, 1) == 4.6  # DeiT paper, Table 1: DeiT-S 4.6 G
+    assert round(flops / 1e9, 1) == 9.2
