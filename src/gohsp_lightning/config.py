@@ -168,6 +168,8 @@ class RunConfig:
     ckpt_path: str | None = None
     # the run dir of an interrupted run, to continue there (implies ckpt_path=last); None = output_dir
     resume_dir: str | None = None
+    # print every third-party notice (Lightning's hardware lines and tips, W&B's banner); errors always show
+    verbose: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)

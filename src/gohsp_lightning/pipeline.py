@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import signal
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from torch import nn
 
 from .callbacks import HeadRankingCallback, RankAgreementCallback
 from .config import ConfigError, RunConfig, to_dict
+from .console import quiet_third_party, stage_header, stage_result, summary_table
 from .data import CalibrationBatches, ImageDataModule, check_data_root, resolve_data_config
 from .models import create_student, create_teacher, freeze
 from .module import GohspModule
@@ -171,9 +173,13 @@ class Pipeline:
         L.seed_everything(self.cfg.seed + STAGE_SEEDS[module.stage], workers=True, verbose=False)
         try:
             if epochs > 0:
+                stage_header(module.stage, epochs)
+                start = time.monotonic()
                 trainer.fit(module, datamodule=dm, ckpt_path=self.resume.ckpt_for(module.stage), weights_only=True)
                 if key in trainer.callback_metrics:
-                    return float(trainer.callback_metrics[key])
+                    top1 = float(trainer.callback_metrics[key])
+                    stage_result(module.stage, top1, time.monotonic() - start)
+                    return top1
             return float(trainer.validate(module, datamodule=dm, verbose=False)[0][key])
         except SIGTERMException:
             # Lightning stops cleanly on SIGTERM, with exit status 0; a scheduler must see the kill
@@ -287,7 +293,7 @@ class Pipeline:
         if p.method != "dense":
             check_feasible(find_blocks(model), budget, p.structures, p.round_to)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.loggers = build_loggers(cfg.logger, self._log_dir(), name=run_name(cfg))
+        self.loggers = build_loggers(cfg.logger, self._log_dir(), name=run_name(cfg), verbose=cfg.verbose)
         with closing_loggers(self.loggers):
             for lg in self.loggers:
                 lg.log_hyperparams(to_dict(cfg))
@@ -411,15 +417,13 @@ class Pipeline:
             kwargs = {**cfg.model.kwargs, "num_classes": cfg.model.num_classes}
             save_pruned(export_dir, model, plan, cfg.model.name, kwargs, data_config, extra={"summary": summary})
             atomic_write_json(self.run_dir / "summary.json", summary)
-            rank_zero_info(
-                f"[gohsp] params {dense_params} -> {params} ({summary['param_reduction']:.1%} fewer), "
-                f"val top1 {top1['dense']:.4f} -> {top1['pruned']:.4f}; exported to {export_dir}"
-            )
+            rank_zero_info(summary_table(summary))
         return summary
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Run the configured experiment; returns the summary (also written to ``<output_dir>/summary.json``)."""
+    quiet_third_party(cfg.verbose)
     torch.set_float32_matmul_precision("high")
     # the frozen KD teacher is in eval mode on purpose
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")

@@ -11,8 +11,19 @@ from typing import Any
 
 import hydra.utils
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 
-WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
+WANDB_TARGETS = ("lightning.pytorch.loggers.WandbLogger", "gohsp_lightning.tracking.WandbLogger")
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's W&B logger without the ``anonymous=None`` it hands ``wandb.init``: current W&B warns on every
+    run that the setting has no effect."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
 
 def wandb_key_available() -> bool:
@@ -40,12 +51,15 @@ def sweep_job() -> tuple[str, int] | None:
     return "-".join(Path(hydra_cfg.sweep.dir).parts[-2:]), int(hydra_cfg.job.num)
 
 
-def build_loggers(specs: dict[str, Any], save_dir: Path, name: str, group: str | None = None) -> list[Logger]:
+def build_loggers(
+    specs: dict[str, Any], save_dir: Path, name: str, group: str | None = None, verbose: bool = False
+) -> list[Logger]:
     """Instantiate every ``_target_`` entry of ``specs`` (the ``logger`` config group).
 
     A W&B logger whose ``offline`` is unset runs offline when no key is configured, so a run never
     prompts or hangs; its files go to ``save_dir``. In a multirun, W&B runs are grouped by sweep (unless
     ``group`` or the config sets one) and named ``<name>#<job>``, so the W&B UI compares a sweep's runs.
+    Unless ``verbose``, W&B prints only where its files are (its ``quiet`` setting), not its banner and summary.
     """
     job = sweep_job()
     if job is not None:
@@ -56,14 +70,19 @@ def build_loggers(specs: dict[str, Any], save_dir: Path, name: str, group: str |
         if not spec or "_target_" not in spec:
             continue
         spec = dict(spec)
-        if spec["_target_"] == WANDB_TARGET:
+        extra: dict[str, Any] = {}
+        if spec["_target_"] in WANDB_TARGETS:
             if spec.get("offline") is None:
                 spec["offline"] = os.environ.get("WANDB_MODE") == "offline" or not wandb_key_available()
             spec.setdefault("name", name)
             if group is not None:
                 spec.setdefault("group", group)
+            if not verbose and "settings" not in spec:
+                import wandb
+
+                extra["settings"] = wandb.Settings(quiet=True)
         spec.setdefault("save_dir", str(save_dir))
-        loggers.append(hydra.utils.instantiate(spec))
+        loggers.append(hydra.utils.instantiate(spec, **extra))
     return loggers
 
 
@@ -77,7 +96,7 @@ def closing_loggers(loggers: list[Logger]) -> Iterator[list[Logger]]:
     finally:
         for logger in loggers:
             logger.finalize(status)
-        if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        if any(isinstance(lg, LightningWandbLogger) for lg in loggers):
             import wandb
 
             wandb.finish(exit_code=0 if status == "success" else 1)
