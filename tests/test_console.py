@@ -15,10 +15,13 @@ from .conftest import ROOT, SHORT_RUN
 
 NOISE = ("GPU available", "💡 Tip", "`Trainer(limit_val_batches", "LeafSpec", "anonymous setting", "Tracking run with")
 RUN = [
-    *(o for o in SHORT_RUN if not o.startswith("callbacks=")),
+    *(o for o in SHORT_RUN if not o.startswith(("callbacks=", "trainer.limit_train_batches="))),
     "callbacks=default",  # with the project's progress bar
     "logger=wandb",
+    "+logger.csv={_target_: lightning.pytorch.loggers.CSVLogger, name: csv, version: ''}",  # W&B and CSV both
     "trainer.enable_progress_bar=true",
+    "trainer.limit_train_batches=8",  # enough for ThroughputMonitor's window of 5 batches
+    "trainer.log_every_n_steps=4",
     "pruning.admm_epochs=1",
     "pruning.finetune_epochs=1",
 ]
@@ -38,6 +41,9 @@ def test_a_run_prints_stage_headers_results_and_a_table_without_third_party_noti
     assert "[gohsp] -- admm: ADMM toward the budget" in text and "[gohsp] -- finetune: fine-tune" in text
     assert "[gohsp] admm: val top-1 " in text and "before fine-tune" in text
     assert "exported to" in text and "GMACs" in text
+    # Lightning's ThroughputMonitor logs images/s and FLOPs/s of every stage
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/device/samples_per_sec", "train/device/flops_per_sec"} <= set(header)
     # the progress bar shows short names: no stage prefix, no _step/_epoch suffix, no logger version
     assert "task_loss:" in quiet.stdout and "admm/task_loss" not in quiet.stdout and "v_num" not in quiet.stdout
 

@@ -88,3 +88,8 @@ def summary_table(summary: dict[str, Any]) -> str:
         f"exported to {summary['export_dir']}"
     )
     return "\n".join(lines)
+
+
+def images_in_batch(batch: tuple[Any, ...]) -> int:
+    """Images in an ``(images, labels)`` batch: ThroughputMonitor's ``batch_size_fn``."""
+    return int(batch[0].shape[0])

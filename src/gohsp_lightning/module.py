@@ -69,6 +69,8 @@ class GohspModule(L.LightningModule):
         num_classes = cfg.model.num_classes
         self.mixup = mixup_fn(cfg.data, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
+        # FLOPs of one training batch (forward + backward), for Lightning's ThroughputMonitor; set by the pipeline
+        self.flops_per_batch: int | None = None
         # the ADMM stage: top-1 with the structures outside the support of Z switched off
         self.val_top1_cut = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
 

@@ -119,6 +119,7 @@ class Pipeline:
         self.files = StageFiles(self.run_dir)
         self.resume = ResumePoint()
         self.loggers: list = []
+        self.input_size: tuple[int, ...] = ()  # (C, H, W), from the data config once run() has resolved it
 
     # ----------------------------------------------------------------- building blocks
     def _trainer(self, stage: str, epochs: int, extra_callbacks: list | None = None) -> L.Trainer:
@@ -169,6 +170,8 @@ class Pipeline:
         Returns val top-1 of the result.
         """
         trainer = self._trainer(module.stage, epochs, callbacks)
+        # a training step costs about 3 forward passes (forward, and backward through activations and weights)
+        module.flops_per_batch = 3 * count_flops(module.model, self.input_size) * self.cfg.data.batch_size
         key = f"{module.stage}/val_top1"
         L.seed_everything(self.cfg.seed + STAGE_SEEDS[module.stage], workers=True, verbose=False)
         try:
@@ -282,7 +285,7 @@ class Pipeline:
         data_config = resolve_data_config(cfg.data, model)
         dm = ImageDataModule(cfg.data, data_config, cfg.model.num_classes)
         dm.setup()
-        input_size = tuple(data_config["input_size"])
+        input_size = self.input_size = tuple(data_config["input_size"])
         dense_params, dense_flops = count_params(model), count_flops(model, input_size)
         budget = Budget(
             sparsity=p.sparsity,
