@@ -54,6 +54,8 @@ def test_paper_experiments_carry_the_paper_budgets(tmp_path):
         ("ranking.damping=1.5", r"^ranking.damping=1.5 must be in \(0, 1\)"),
         ("pruning.sparsity=abc", r"pruning.sparsity"),
         ("model.name=swin_tiny_patch4_window7_224", r"^model.name='swin_tiny_patch4_window7_224' is a timm swin_trans"),
+        ("gates.lr=0", r"^gates.lr=0.0 must be > 0"),
+        ("pruning.method=gates pruning.admm_epochs=0", r"^pruning.admm_epochs=0 with pruning.method=gates"),
         ("pruning.structures=[heads,channelz]", r"^pruning.structures=\['heads', 'channelz'\] is not allowed; choose"),
         (
             "pruning.structures=everything",
@@ -63,7 +65,7 @@ def test_paper_experiments_carry_the_paper_budgets(tmp_path):
 )
 def test_bad_values_fail_with_one_line(override, pattern, tmp_path):
     with pytest.raises(ConfigError, match=pattern) as err:
-        compose_run([override], tmp_path)
+        compose_run(override.split(" "), tmp_path)
     assert "\n" not in str(err.value)
 
 

@@ -152,3 +152,31 @@ def test_a_missing_data_root_is_reported_before_any_model_is_fetched(tmp_path):
     cfg = compose_run([*FAST, *overrides, f"data.root={tmp_path / 'nowhere'}"], tmp_path)
     with pytest.raises(FileNotFoundError, match=r"^data.root='.*nowhere' does not exist \(ImageFolder layout"):
         run(cfg)
+
+
+def test_learnable_gates_method_trains_gates_cuts_at_the_budget_and_exports(tmp_path):
+    cfg = compose_run(
+        [
+            *FAST,
+            "pruning.method=gates",
+            "pruning.dense_epochs=1",
+            "pruning.admm_epochs=2",
+            "pruning.finetune_epochs=1",
+            "gates.seed_spread=1.0",
+        ],
+        tmp_path,
+    )
+    summary = run(cfg)
+    dense = summary["dense"]["params"]
+    blocks_cost = 2 * 64 + 1  # one MLP neuron of the 64-wide tiny model: the finest step of the budget
+    assert 0.4 * dense <= dense - summary["pruned"]["params"] < 0.4 * dense + blocks_cost
+    assert json.loads((tmp_path / "stages" / "gates.json").read_text())["plan"]["heads"]
+    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    column = header.index("gates/expected_sparsity_epoch")
+    expected = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
+    assert expected[-1] > expected[0]  # the gates moved toward the budget
+    model = load_pruned(tmp_path / "pruned")
+    assert count_params(model) == summary["pruned"]["params"]
+    assert not any(m._forward_pre_hooks for m in model.modules())  # no gate left in the export
+    assert summary["pruned"]["val_top1"] > 0.2

@@ -17,7 +17,7 @@ from .pruning.ranking import GraphOptions
 from .pruning.structures import structure_names, structures_label
 from .pruning.units import check_family
 
-METHODS = ("gohsp", "oneshot", "dense")
+METHODS = ("gohsp", "oneshot", "gates", "dense")
 ALLOCATIONS = ("global", "uniform")
 COMPETE = ("balanced", "raw")
 BUDGET_UNITS = ("params", "flops")
@@ -135,6 +135,17 @@ class AdmmConfig:
 
 
 @dataclass
+class GatesConfig:
+    """``pruning.method=gates``: learnable gates trained with the loss for ``pruning.admm_epochs`` epochs."""
+
+    init: float = 3.0  # starting logit of every gate: sigmoid(3) = 0.95, the model nearly unchanged
+    lr: float = 0.1  # the gates' learning rate (their own optimizer group, no weight decay)
+    penalty: float = 20.0  # weight of the budget penalty: the expected removal's shortfall / the dense total
+    temperature_end: float = 0.5  # gate temperature, annealed linearly from 1 over the stage (sharper gates)
+    seed_spread: float = 0.0  # > 0: start the logits from pruning.ranker's head scores (this many logits per std)
+
+
+@dataclass
 class DistillConfig:
     enabled: bool = True
     teacher: str = "dense"
@@ -175,6 +186,7 @@ class RunConfig:
     pruning: PruningConfig = field(default_factory=PruningConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
     admm: AdmmConfig = field(default_factory=AdmmConfig)
+    gates: GatesConfig = field(default_factory=GatesConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
@@ -242,6 +254,15 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"pruning.{key}={getattr(p, key)} must be >= 0")
     if p.method == "gohsp" and p.admm_epochs < 1:
         raise ConfigError("pruning.admm_epochs=0 with pruning.method=gohsp; use >= 1 or pruning.method=oneshot")
+    if p.method == "gates" and p.admm_epochs < 1:
+        raise ConfigError("pruning.admm_epochs=0 with pruning.method=gates: the gates train for admm_epochs; use >= 1")
+    for key in ("lr", "temperature_end"):
+        if getattr(cfg.gates, key) <= 0:
+            raise ConfigError(f"gates.{key}={getattr(cfg.gates, key)} must be > 0")
+    if cfg.gates.penalty < 0 or cfg.gates.seed_spread < 0:
+        raise ConfigError(
+            f"gates.penalty={cfg.gates.penalty} and gates.seed_spread={cfg.gates.seed_spread} must be >= 0"
+        )
     if not timm.is_model(cfg.model.name):
         raise ConfigError(
             f"model.name={cfg.model.name!r} is not a timm model; e.g. deit_tiny_patch16_224, deit_small_patch16_224, "

@@ -4,6 +4,8 @@
 * ``admm``: task loss + rho/2 ||W - Z + U||^2; Z and U are updated every ``admm.update_every_n_steps``
   optimizer steps (or, when that is 0, every ``admm.update_every_n_epochs``); the structured masks follow
   the support of Z;
+* ``gates``: task loss + ``gates.penalty`` x the budget shortfall of learnable gates (one per head and MLP
+  neuron) multiplied into the forward; the gate temperature anneals from 1 to ``gates.temperature_end``;
 * ``finetune``: the physically pruned model, with knowledge distillation from a frozen teacher.
 """
 
@@ -34,10 +36,11 @@ from .pruning import (
     find_blocks,
     prunable_weights,
 )
+from .pruning.gates import LearnableGates, budget_penalty, expected_removed
 from .pruning.projection import removed_cost
 from .pruning.rankers import fixed_unit_scores
 
-STAGES = ("dense", "admm", "finetune")
+STAGES = ("dense", "admm", "gates", "finetune")
 
 
 class GohspModule(L.LightningModule):
@@ -55,8 +58,8 @@ class GohspModule(L.LightningModule):
         super().__init__()
         if stage not in STAGES:
             raise ValueError(f"stage={stage!r}; choose one of {', '.join(STAGES)}")
-        if stage == "admm" and budget is None:
-            raise ValueError("the admm stage needs a budget")
+        if stage in ("admm", "gates") and budget is None:
+            raise ValueError(f"the {stage} stage needs a budget")
         self.save_hyperparameters({"stage": stage, "config": to_dict(cfg)})
         self.model, self.cfg, self.stage, self.budget = model, cfg, stage, budget
         self.teacher = teacher
@@ -66,6 +69,7 @@ class GohspModule(L.LightningModule):
         self.register_buffer("head_scores", torch.ones(sum(b.num_heads for b in self.blocks), dtype=torch.float64))
         self.register_buffer("head_scores_set", torch.tensor(False))
         self.admm = AdmmState(prunable_weights(self.blocks), cfg.admm.rho) if stage == "admm" else None
+        self.gates = LearnableGates(self.blocks, cfg.gates.init) if stage == "gates" else None
         num_classes = cfg.model.num_classes
         self.mixup = mixup_fn(cfg.data, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
@@ -115,9 +119,23 @@ class GohspModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def on_fit_start(self) -> None:
+        if self.gates is not None:
+            self.gates.attach(self.blocks)
+
+    def on_fit_end(self) -> None:
+        if self.gates is not None:
+            self.gates.detach()
+
     def on_train_start(self) -> None:
         if self.admm is not None and not bool(self.admm.initialized):
             self.admm.reset(prunable_weights(self.blocks), self._project_and_mask)
+
+    def on_train_epoch_start(self) -> None:
+        if self.gates is not None:  # linear from 1 at the first epoch to temperature_end at the last
+            last = max(int(self.trainer.max_epochs or 1) - 1, 1)
+            end = self.cfg.gates.temperature_end
+            self.gates.temperature.fill_(1 + (end - 1) * min(self.current_epoch / last, 1.0))
 
     def _project_and_mask(self, flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         projector = self.projector()
@@ -156,6 +174,13 @@ class GohspModule(L.LightningModule):
             penalty = self.admm.penalty(prunable_weights(self.blocks))
             loss = loss + penalty
             logs["penalty"] = penalty.detach()
+        if self.gates is not None:
+            p = self.cfg.pruning
+            penalty = self.cfg.gates.penalty * budget_penalty(self.gates, self.blocks, self.budget, p.structures)
+            loss = loss + penalty
+            logs["penalty"] = penalty.detach()
+            removed = expected_removed(self.gates, self.blocks, self.budget, p.structures).detach()
+            logs["expected_sparsity"] = removed / self.budget.total
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite loss ({loss.item()}) in stage {self.stage!r} at epoch {self.current_epoch}, "
@@ -229,6 +254,10 @@ class GohspModule(L.LightningModule):
         o = self.cfg.optim
         lr = o.finetune_lr if self.stage == "finetune" and o.finetune_lr is not None else o.lr
         optimizer = create_optimizer_v2(self.model, opt=o.opt, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum)
+        if self.gates is not None:  # before the scheduler, which then scales the gates' lr like the weights'
+            optimizer.add_param_group(
+                {"params": list(self.gates.parameters()), "lr": self.cfg.gates.lr, "weight_decay": 0.0}
+            )
         epochs = max(int(self.trainer.max_epochs or 1), 1)
         per_step = o.step_on == "step"
         scheduler, _ = create_scheduler_v2(

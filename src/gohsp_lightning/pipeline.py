@@ -55,6 +55,7 @@ from .pruning import (
 )
 from .pruning.files import atomic_write_json
 from .pruning.flops import macs
+from .pruning.gates import fold_gates, plan_from_gates
 from .pruning.rankers import fixed_unit_scores, rank_heads
 from .pruning.structures import block_weights
 from .stages import LAST, ResumePoint, StageFiles, first_line, flat_settings, stage_order
@@ -62,7 +63,8 @@ from .tracking import build_loggers, closing_loggers
 
 CHECKPOINT_TARGET = "lightning.pytorch.callbacks.ModelCheckpoint"
 # Each stage is seeded on its own, so a stage restarted from its beginning repeats the uninterrupted one.
-STAGE_SEEDS = {"dense": 0, "admm": 1, "finetune": 2}
+# gates shares admm's seed: both search stages see the same batches, so the methods compare on equal terms
+STAGE_SEEDS = {"dense": 0, "admm": 1, "gates": 1, "finetune": 2}
 
 
 def check_devices(trainer: dict[str, Any]) -> None:
@@ -244,6 +246,21 @@ class Pipeline:
         rank_zero_info(f"[gohsp] final plan matches the support of Z in {agree}/{len(pairs)} layers")
         return plan
 
+    def _gates_plan(self, model: nn.Module, dm: ImageDataModule, budget: Budget) -> PrunePlan:
+        """Train learnable gates with the weights, cut at the budget (lowest gates first), fold the kept gates."""
+        cfg, p = self.cfg, self.cfg.pruning
+        module = GohspModule(model, cfg, "gates", budget=budget)
+        if cfg.gates.seed_spread > 0:
+            blocks = find_blocks(model)
+            with torch.random.fork_rng():  # the ranking pass leaves the training's random stream as it was
+                scores = rank_heads(p.ranker, model, blocks, self._calibration(dm), cfg.ranking.graph_options())
+            if scores is not None:
+                module.gates.seed({"heads": scores}, cfg.gates.seed_spread)
+        self._fit(module, dm, p.admm_epochs)
+        plan = plan_from_gates(module.gates, module.blocks, budget, p.structures, p.round_to)
+        fold_gates(module.gates, module.blocks, plan)
+        return plan
+
     def _oneshot_plan(self, model: nn.Module, dm: ImageDataModule, budget: Budget) -> PrunePlan:
         cfg = self.cfg
         blocks = find_blocks(model)
@@ -321,11 +338,9 @@ class Pipeline:
                     self.files.load_weights(plan_stage, model)
                     top1["before_finetune"] = done[plan_stage].get("val_top1")
                 else:
-                    plan = (
-                        self._admm_plan(model, dm, budget)
-                        if p.method == "gohsp"
-                        else self._oneshot_plan(model, dm, budget)
-                    )
+                    plan = {"gohsp": self._admm_plan, "gates": self._gates_plan, "oneshot": self._oneshot_plan}[
+                        p.method
+                    ](model, dm, budget)
                     apply_plan(model, plan)
                     # what the cut itself costs: the hard-pruned model before any fine-tuning
                     top1["before_finetune"] = self._fit(GohspModule(model, cfg, "finetune", plan=plan), dm, 0)

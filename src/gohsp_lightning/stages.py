@@ -36,7 +36,7 @@ def stage_order(method: str) -> list[str]:
     """The stages of ``pruning.method``, in order (the plan stage of ``oneshot`` has no training)."""
     if method == "dense":
         return ["dense"]
-    return ["dense", "admm" if method == "gohsp" else "oneshot", "finetune"]
+    return ["dense", {"gohsp": "admm", "gates": "gates"}.get(method, "oneshot"), "finetune"]
 
 
 def first_line(err: BaseException) -> str:

@@ -64,6 +64,11 @@ class Structure(ABC):
     def gate(self, block: BlockUnits, gate: Gate) -> RemovableHandle:
         """Multiply every unit's output by ``gate()[unit]`` in the forward pass, until the handle is removed."""
 
+    @abstractmethod
+    def fold(self, block: BlockUnits, gate: torch.Tensor) -> None:
+        """Multiply ``gate`` (one value per unit) into the layer each unit feeds, in place: the block then
+        computes without a hook what :meth:`gate` made it compute."""
+
 
 def _bias_params(layer: nn.Linear, per_unit: int) -> int:
     return per_unit if layer.bias is not None else 0
@@ -176,6 +181,11 @@ class Heads(Structure):
 
         return block.attn.proj.register_forward_pre_hook(hook)
 
+    def fold(self, block: BlockUnits, gate: torch.Tensor) -> None:
+        weight = block.attn.proj.weight
+        with torch.no_grad():
+            weight.mul_(gate.to(weight).repeat_interleave(block.head_dim)[None, :])
+
 
 class Neurons(Structure):
     """MLP neurons: a ``fc1`` row (+ bias) and the matching ``fc2`` column."""
@@ -224,6 +234,11 @@ class Neurons(Structure):
             return (args[0] * gate().to(args[0].dtype), *args[1:])
 
         return block.mlp.fc2.register_forward_pre_hook(hook)
+
+    def fold(self, block: BlockUnits, gate: torch.Tensor) -> None:
+        weight = block.mlp.fc2.weight
+        with torch.no_grad():
+            weight.mul_(gate.to(weight)[None, :])
 
 
 STRUCTURES: dict[str, Structure] = {s.name: s for s in (Heads(), Neurons())}

@@ -1,0 +1,118 @@
+"""Learnable structured gates: one trainable gate per unit of every structure (head, MLP neuron, ...).
+
+A gate is ``sigmoid(logit / temperature)``, multiplied into the forward where its structure acts
+(:meth:`Structure.gate`), and trained with the task loss plus :func:`budget_penalty`, a differentiable
+expected cost that pushes the gates of cheap-to-lose units toward 0 until the budget is met in
+expectation. The cut (:func:`plan_from_gates`) then removes units in increasing gate value, through the
+same projection as every other method, so the budget is met exactly; :func:`fold_gates` multiplies the
+kept units' gate values into the weights, so the pruned model computes what the gated model computed and
+the export carries no gate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .plan import PrunePlan
+from .projection import Budget, Structures, UnitScores, project
+from .structures import STRUCTURES, structure_names
+from .units import BlockUnits
+
+
+class LearnableGates(nn.Module):
+    """Gate logits ``<structure>_<block>`` as parameters (DDP keeps them equal on every rank like any weight)."""
+
+    def __init__(self, blocks: list[BlockUnits], init: float = 3.0, temperature: float = 1.0) -> None:
+        """``init``: the starting logit (3.0: every gate at 0.95, the model almost unchanged)."""
+        super().__init__()
+        self.num_blocks = len(blocks)
+        self.logits = nn.ParameterDict(
+            {
+                f"{name}_{b.index}": nn.Parameter(torch.full((s.size(b),), float(init)))
+                for b in blocks
+                for name, s in STRUCTURES.items()
+            }
+        )
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self._handles: list[RemovableHandle] = []
+
+    def value(self, structure: str, block: int) -> torch.Tensor:
+        """The gates of ``structure`` in ``block``, in (0, 1)."""
+        return torch.sigmoid(self.logits[f"{structure}_{block}"] / self.temperature)
+
+    def values(self) -> dict[str, list[torch.Tensor]]:
+        return {name: [self.value(name, i) for i in range(self.num_blocks)] for name in STRUCTURES}
+
+    def seed(self, scores: UnitScores, spread: float = 1.0) -> None:
+        """Start the logits from a ranking (e.g. the graph ranker's head scores): within each structure, a unit
+        ``spread`` standard deviations above the mean log-score starts ``spread`` logits above ``init``."""
+        with torch.no_grad():
+            for name, per_block in scores.items():
+                logs = [s.double().clamp(min=1e-30).log() for s in per_block]
+                flat = torch.cat(logs)
+                z = [(t - flat.mean()) / flat.std().clamp(min=1e-12) for t in logs]
+                for i, zi in enumerate(z):
+                    logit = self.logits[f"{name}_{i}"]
+                    logit.add_(spread * zi.to(logit))
+
+    def attach(self, blocks: list[BlockUnits]) -> None:
+        """Multiply the gates into the forward pass of ``blocks`` until :meth:`detach`."""
+        self.detach()
+        for b in blocks:
+            for name, s in STRUCTURES.items():
+                self._handles.append(s.gate(b, lambda name=name, i=b.index: self.value(name, i)))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def expected_removed(
+    gates: LearnableGates, blocks: list[BlockUnits], budget: Budget, structures: Structures
+) -> torch.Tensor:
+    """``sum cost * (1 - gate)`` over the competing structures: what the gates remove in expectation."""
+    total = torch.zeros(())
+    for name in structure_names(structures):
+        for b in blocks:
+            total = total + budget.cost(name, b) * (1 - gates.value(name, b.index)).sum()
+    return total
+
+
+def budget_penalty(
+    gates: LearnableGates, blocks: list[BlockUnits], budget: Budget, structures: Structures
+) -> torch.Tensor:
+    """How far the expected removal falls short of the budget, as a fraction of the dense total (0 once met)."""
+    shortfall = budget.target - expected_removed(gates, blocks, budget, structures)
+    return torch.relu(shortfall) / budget.total
+
+
+def plan_from_gates(
+    gates: LearnableGates,
+    blocks: list[BlockUnits],
+    budget: Budget,
+    structures: Structures = "both",
+    round_to: int = 1,
+) -> PrunePlan:
+    """The cut: units removed in increasing gate value until the budget is met exactly (the projection's
+    guarantee), ignoring cost; scoring a unit ``sqrt(gate * cost)`` makes the projection's density the gate."""
+    with torch.no_grad():
+        scores = {
+            name: [(gates.value(name, b.index).double() * budget.cost(name, b)).sqrt() for b in blocks]
+            for name in STRUCTURES
+        }
+    return project(blocks, [], budget, structures=structures, round_to=round_to, fixed_scores=scores)
+
+
+def fold_gates(gates: LearnableGates, blocks: list[BlockUnits], plan: PrunePlan) -> None:
+    """Multiply the gate value of every unit ``plan`` keeps into the weights it gates (in place), and detach
+    the gates. After :func:`~.surgery.apply_plan` with ``plan``, the model computes without any hook what the
+    gated model computed with the units the plan drops gated to exactly 0."""
+    gates.detach()
+    keep = plan.keep_masks(blocks)
+    with torch.no_grad():
+        for b in blocks:
+            for name, s in STRUCTURES.items():
+                s.fold(b, gates.value(name, b.index) * keep[name][b.index].to(gates.temperature))
