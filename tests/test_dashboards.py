@@ -53,6 +53,17 @@ def test_pipeline_logs_dashboards_to_offline_wandb(tmp_path):
     assert all(1 <= row[2] <= 4 and 1 <= row[4] <= 256 for row in admm["data"])
 
 
+def test_gates_method_logs_its_gates_to_offline_wandb(tmp_path):
+    fast = [o for o in FAST if not o.startswith(("logger=", "callbacks="))]
+    run(compose_run([*fast, *SHORT, "pruning.method=gates", "logger=wandb", "callbacks=dashboards"], tmp_path))
+    files = media(tmp_path)
+    images = {p.name.rsplit("_", 2)[0] for p in (files / "images" / "dashboards").glob("*.png")}
+    assert images == {"gate_values", "gates_structure", "final_structure"}
+    gates = table(files, "gates_structure_table")
+    assert [row[0] for row in gates["data"][::3]] == ["0", "1"]  # open gates after each epoch
+    assert all(0 <= row[2] <= 4 and 0 <= row[4] <= 256 for row in gates["data"])
+
+
 def test_dashboards_do_nothing_without_wandb(tmp_path):
     cfg = compose_run([*FAST, "callbacks=dashboards"], tmp_path)
     L.seed_everything(0)

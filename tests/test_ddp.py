@@ -87,6 +87,25 @@ def test_two_ranks_agree_on_head_scores_and_plan(tmp_path, launch):
     assert (run_dir / "pruned" / "model.safetensors").is_file()
 
 
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_two_ranks_keep_the_learnable_gates_identical(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "run.py"), *SETTINGS, "pruning.method=gates", "trainer=ddp_sim"]
+    result = subprocess.run(
+        [*command, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": "offline"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((run_dir / "ranks" / f"gates.rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 and r["agree"] for r in ranks)
+    assert "gates" in ranks[0]["digests"] and ranks[0]["digests"] == ranks[1]["digests"]
+
+
 class SkewRankOne(L.Callback):
     """Test double for a real fault: rank 1's U drifts from rank 0's at the end of training."""
 

@@ -179,6 +179,9 @@ class RankAgreementCallback(Callback):
             "buffers": digest(*(buffers[k] for k in sorted(buffers))),
             "weights": digest(*(p for _, p in sorted(pl_module.model.named_parameters()))),
         }
+        gates = getattr(pl_module, "gates", None)
+        if gates is not None:  # learnable gates are parameters: DDP must keep them equal like the weights
+            digests["gates"] = digest(*(p for _, p in sorted(gates.named_parameters())))
         differ = self._compare(trainer, digests)
         local = self.ranking.local_scores if self.ranking is not None else None
         max_gap = None

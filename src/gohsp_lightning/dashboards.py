@@ -6,6 +6,8 @@ The pipeline instantiates this callback afresh for every stage, all logging to t
 * ``admm``: kept heads and MLP width per block after every Z update, as a heatmap over epochs
   (``dashboards/admm_structure``) and a table; one head-score heatmap per ranking pass
   (``dashboards/head_scores``, from :class:`~gohsp_lightning.callbacks.HeadRankingCallback`'s history);
+* ``gates``: the head gates, block by head, after every epoch (``dashboards/gate_values``), and the open
+  gates (> 0.5) per block over epochs as a structure heatmap and table (``dashboards/gates_structure``);
 * ``finetune``: the pruned structure (``dashboards/final_structure`` + table) and the final summary
   (``final/params``, ``final/flops``, ``final/val_top1``, ``final/param_reduction``, kept heads and widths).
 
@@ -127,16 +129,28 @@ class DashboardCallback(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         wandb = self._wandb(trainer)
-        if wandb is not None:
-            self._log_ranking_passes(trainer, wandb)
+        if wandb is None:
+            return
+        self._log_ranking_passes(trainer, wandb)
+        gates = getattr(pl_module, "gates", None)
+        if gates is not None:
+            values = gates.values()
+            open_gates = {name: [int((g > 0.5).sum()) for g in per_block] for name, per_block in values.items()}
+            self.snapshots.append((f"{trainer.current_epoch}", open_gates["heads"], open_gates["neurons"]))
+            caption = f"head gates, epoch {trainer.current_epoch}"
+            image = score_heatmap([g.detach().tolist() for g in values["heads"]], caption)
+            wandb.log_image("dashboards/gate_values", [image], step=trainer.global_step, caption=[caption])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         wandb = self._wandb(trainer)
         stage = getattr(pl_module, "stage", None)
-        if wandb is None or stage not in ("admm", "finetune"):
+        if wandb is None or stage not in ("admm", "gates", "finetune"):
             return
         self._log_ranking_passes(trainer, wandb)
-        if stage == "admm":
+        if stage == "gates":
+            heads, mlp = _sizes(pl_module)
+            self._log_structure(wandb, trainer, "gates_structure", self.snapshots, heads, mlp, "gates: open (> 0.5)")
+        elif stage == "admm":
             self._snapshot("end", pl_module.masks.plan())
             heads, mlp = _sizes(pl_module)
             self._log_structure(wandb, trainer, "admm_structure", self.snapshots, heads, mlp, "ADMM: support of Z")
