@@ -180,3 +180,28 @@ def test_learnable_gates_method_trains_gates_cuts_at_the_budget_and_exports(tmp_
     assert count_params(model) == summary["pruned"]["params"]
     assert not any(m._forward_pre_hooks for m in model.modules())  # no gate left in the export
     assert summary["pruned"]["val_top1"] > 0.2
+
+
+def test_latency_budget_measures_a_table_caches_it_and_reports_latency(tmp_path):
+    cache = tmp_path / "cache"
+    overrides = [
+        *FAST,
+        "pruning.budget=latency",
+        "pruning.sparsity=0.15",  # the tiny model's time is mostly fixed overhead (patch embedding, small matmuls)
+        "pruning.latency_batch_size=4",
+        f"pruning.latency_cache_dir={cache}",
+        "pruning.dense_epochs=0",
+        "pruning.admm_epochs=1",
+        "pruning.finetune_epochs=1",
+    ]
+    summary = run(compose_run(overrides, tmp_path / "run"))
+    (table_file,) = cache.glob("*.json")
+    table = json.loads(table_file.read_text())
+    assert table["key"]["batch_size"] == 4 and table["key"]["dtype"] == "fp32"
+    latency = summary["latency"]
+    assert set(latency) >= {"device", "dense_s", "pruned_s", "speedup", "predicted_pruned_s", "prediction_error"}
+    # the plan removes 15% of the table's predicted latency (one unit at most above it)
+    assert latency["predicted_pruned_s"] / latency["predicted_dense_s"] == pytest.approx(0.85, abs=0.02)
+    # a later run reuses the cached table, and a given table is used as it is
+    again = run(compose_run([*overrides, f"pruning.latency_table={table_file}"], tmp_path / "again"))
+    assert again["latency"]["predicted_pruned_s"] == pytest.approx(latency["predicted_pruned_s"])

@@ -20,7 +20,8 @@ from .pruning.units import check_family
 METHODS = ("gohsp", "oneshot", "gates", "dense")
 ALLOCATIONS = ("global", "uniform")
 COMPETE = ("balanced", "raw")
-BUDGET_UNITS = ("params", "flops")
+BUDGET_UNITS = ("params", "flops", "latency")
+LATENCY_DTYPES = ("fp32", "bf16", "fp16")
 DATASETS = ("imagefolder", "cifar10")
 TEACHERS_KD = ("soft", "hard")
 STEP_ON = ("epoch", "step")
@@ -83,6 +84,12 @@ class PruningConfig:
     alpha: float = 1.0
     round_to: int = 1
     compete: str = "balanced"
+    # budget=latency: a measured table (JSON) to use; None = measure on latency_device (cached in latency_cache_dir)
+    latency_table: str | None = None
+    latency_device: str = "cpu"
+    latency_dtype: str = "fp32"
+    latency_batch_size: int = 32
+    latency_cache_dir: str = "~/.cache/gohsp_lightning/latency"
     dense_epochs: int = 0
     admm_epochs: int = 2
     finetune_epochs: int = 2
@@ -98,6 +105,8 @@ class PruningConfig:
         Every method then trains the same total number of epochs for the same ``pruning.*_epochs``
         (``dense`` likewise trains all of them dense, in the pipeline).
         """
+        if self.budget == "latency" and self.latency_device.startswith("cuda") and self.round_to == 1:
+            self.round_to = 8  # tensor cores run MLP widths in multiples of 8 (fp16/bf16) at full speed
         if self.method == "oneshot" and self.admm_epochs > 0:
             self.finetune_epochs += self.admm_epochs
             self.admm_epochs = 0
@@ -241,6 +250,11 @@ def validate(cfg: RunConfig) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     _check_choice("pruning.budget", p.budget, BUDGET_UNITS)
+    _check_choice("pruning.latency_dtype", p.latency_dtype, LATENCY_DTYPES)
+    if p.latency_batch_size < 1:
+        raise ConfigError(f"pruning.latency_batch_size={p.latency_batch_size} must be >= 1")
+    if p.latency_table is not None and not Path(p.latency_table).is_file():
+        raise ConfigError(f"pruning.latency_table={p.latency_table!r}: no such file")
     _check_choice("data.dataset", cfg.data.dataset, DATASETS)
     _check_choice("distill.kind", cfg.distill.kind, TEACHERS_KD)
     _check_choice("optim.step_on", cfg.optim.step_on, STEP_ON)

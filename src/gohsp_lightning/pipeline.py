@@ -56,6 +56,8 @@ from .pruning import (
 from .pruning.files import atomic_write_json
 from .pruning.flops import macs
 from .pruning.gates import fold_gates, plan_from_gates
+from .pruning.latency import DTYPES as LATENCY_DTYPES
+from .pruning.latency import LatencyTable, cache_path, latency_budget, measure_latency_table, measure_model, table_key
 from .pruning.rankers import fixed_unit_scores, rank_heads
 from .pruning.structures import block_weights
 from .stages import LAST, ResumePoint, StageFiles, first_line, flat_settings, stage_order
@@ -122,6 +124,7 @@ class Pipeline:
         self.resume = ResumePoint()
         self.loggers: list = []
         self.input_size: tuple[int, ...] = ()  # (C, H, W), from the data config once run() has resolved it
+        self.latency: LatencyTable | None = None  # pruning.budget=latency: the table the budget is counted in
 
     # ----------------------------------------------------------------- building blocks
     def _trainer(self, stage: str, epochs: int, extra_callbacks: list | None = None) -> L.Trainer:
@@ -246,6 +249,36 @@ class Pipeline:
         rank_zero_info(f"[gohsp] final plan matches the support of Z in {agree}/{len(pairs)} layers")
         return plan
 
+    def _latency_table(self, model: nn.Module) -> LatencyTable:
+        """``pruning.latency_table``, else the cached table of this model and device, else a new measurement."""
+        p = self.cfg.pruning
+        if p.latency_table is not None:
+            table = LatencyTable.load(p.latency_table)
+            table.check(find_blocks(model))
+            return table
+        device = torch.device(p.latency_device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"pruning.latency_device={p.latency_device} but this machine has no CUDA device")
+        m = self.cfg.model
+        key = table_key(m.name, device, p.latency_dtype, p.latency_batch_size, self.input_size, dict(m.kwargs))
+        path = cache_path(Path(p.latency_cache_dir).expanduser(), key)
+        if path.is_file():
+            rank_zero_info(f"[gohsp] latency table from {path}")
+            return LatencyTable.load(path)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(
+                "pruning.budget=latency: every rank would measure its own table; measure it once in a single process "
+                f"(same command with trainer.devices=1) or pass pruning.latency_table=<file> (cache: {path.parent})"
+            )
+        rank_zero_info(
+            f"[gohsp] measuring the latency table on {key['device']} ({p.latency_dtype}, batch {p.latency_batch_size})"
+        )
+        table = measure_latency_table(
+            model, key, device, LATENCY_DTYPES[p.latency_dtype], p.latency_batch_size, self.input_size, p.round_to
+        )
+        table.save(path)
+        return table
+
     def _gates_plan(self, model: nn.Module, dm: ImageDataModule, budget: Budget) -> PrunePlan:
         """Train learnable gates with the weights, cut at the budget (lowest gates first), fold the kept gates."""
         cfg, p = self.cfg, self.cfg.pruning
@@ -304,12 +337,16 @@ class Pipeline:
         dm.setup()
         input_size = self.input_size = tuple(data_config["input_size"])
         dense_params, dense_flops = count_params(model), count_flops(model, input_size)
-        budget = Budget(
-            sparsity=p.sparsity,
-            total=dense_params if p.budget == "params" else dense_flops,
-            unit=p.budget,
-            tokens=num_tokens(model),
-        )
+        if p.budget == "latency":
+            self.latency = self._latency_table(model)
+            budget = latency_budget(p.sparsity, self.latency, num_tokens(model))
+        else:
+            budget = Budget(
+                sparsity=p.sparsity,
+                total=dense_params if p.budget == "params" else dense_flops,
+                unit=p.budget,
+                tokens=num_tokens(model),
+            )
         if p.method != "dense":
             check_feasible(find_blocks(model), budget, p.structures, p.round_to)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -430,6 +467,7 @@ class Pipeline:
                 None if top1.get("before_finetune") is None else {"params": params, "val_top1": top1["before_finetune"]}
             ),
             "ranks_agree": self._ranks_report(stage_order(cfg.pruning.method)),
+            "latency": self._latency_summary(model, plan),
         }
         if rank_zero_only.rank == 0:
             kwargs = {**cfg.model.kwargs, "num_classes": cfg.model.num_classes}
@@ -437,6 +475,31 @@ class Pipeline:
             atomic_write_json(self.run_dir / "summary.json", summary)
             rank_zero_info(summary_table(summary))
         return summary
+
+    def _latency_summary(self, pruned: nn.Module, plan: PrunePlan) -> dict[str, Any] | None:
+        """With a latency table: predicted and measured seconds per batch, dense and pruned, side by side."""
+        if self.latency is None:
+            return None
+        p, table = self.cfg.pruning, self.latency
+        device, dtype = torch.device(p.latency_device), LATENCY_DTYPES[p.latency_dtype]
+        dense = create_student(self.cfg.model, weights=False)  # the architecture: weights do not change the time
+        measured = {
+            name: measure_model(m, device, dtype, p.latency_batch_size, self.input_size)
+            for name, m in (("dense", dense), ("pruned", pruned), ("dense_again", dense))
+        }
+        dense_s = (measured["dense"] + measured["dense_again"]) / 2  # before and after the pruned model
+        predicted = table.predict_plan(plan)
+        return {
+            "device": table.key.get("device"),
+            "dtype": p.latency_dtype,
+            "batch_size": p.latency_batch_size,
+            "dense_s": dense_s,
+            "pruned_s": measured["pruned"],
+            "speedup": dense_s / measured["pruned"],
+            "predicted_dense_s": table.dense,
+            "predicted_pruned_s": predicted,
+            "prediction_error": predicted / measured["pruned"] - 1,
+        }
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:

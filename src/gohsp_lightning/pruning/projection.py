@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -33,7 +33,10 @@ from .structures import (
 )
 from .units import BlockUnits
 
-Unit = Literal["params", "flops"]
+if TYPE_CHECKING:
+    from .latency import LatencyTable
+
+Unit = Literal["params", "flops", "latency"]
 Allocation = Literal["global", "uniform"]
 Compete = Literal["balanced", "raw"]
 Structures = str | Sequence[str]  # pruning.structures: names, one name or an alias (structures.structure_names)
@@ -42,12 +45,13 @@ UnitScores = dict[str, list[torch.Tensor]]  # per structure name, one score tens
 
 @dataclass(frozen=True)
 class Budget:
-    """Remove ``sparsity`` of ``total`` (the dense model's parameters or FLOPs per image)."""
+    """Remove ``sparsity`` of ``total`` (the dense model's parameters, FLOPs per image, or latency in ns)."""
 
     sparsity: float
     total: int
     unit: Unit = "params"
     tokens: int = 0
+    latency: LatencyTable | None = None  # unit="latency": the measured table the costs come from
 
     @property
     def target(self) -> int:
@@ -56,6 +60,10 @@ class Budget:
     def cost(self, structure: str | Structure, block: BlockUnits) -> int:
         """What removing one unit of ``structure`` from ``block`` saves, in this budget's unit."""
         s = STRUCTURES[structure] if isinstance(structure, str) else structure
+        if self.unit == "latency":
+            if self.latency is None:
+                raise ValueError("pruning.budget=latency needs a latency table")
+            return max(1, round(self.latency.unit_cost(s.name, block.index) * 1e9))  # ns; a unit never costs 0
         return s.unit_params(block) if self.unit == "params" else s.unit_flops(block, self.tokens)
 
 
@@ -204,7 +212,70 @@ def project(
     With ``allocation="global"`` the removed amount lies in ``[target, target + smallest unit cost)``;
     with ``round_to > 1`` it lies within one ``round_to``-neuron chunk (or one head) above ``target``.
     With ``"uniform"`` every block keeps the same share of heads and of neurons (a baseline).
+
+    A latency budget (``budget.latency``) orders units by their blocks' average time per unit, but a
+    block's time is not linear in its units (small matmuls cost more per unit): the removed amount is
+    then set, by bisection, so that the table's interpolated prediction removes ``sparsity`` of the
+    dense latency (the smallest such plan).
     """
+    options = dict(
+        head_scores=head_scores,
+        alpha=alpha,
+        allocation=allocation,
+        structures=structures,
+        round_to=round_to,
+        fixed_scores=fixed_scores,
+        compete=compete,
+    )
+    if budget.unit == "latency" and budget.latency is not None:
+        return _latency_plan(blocks, weights, budget, options)
+    return _project(blocks, weights, budget, **options)
+
+
+def _latency_plan(
+    blocks: list[BlockUnits], weights: list[dict[str, torch.Tensor]], budget: Budget, options: dict[str, Any]
+) -> PrunePlan:
+    """The smallest plan of the linear-cost projection whose predicted latency meets ``budget.sparsity``."""
+    table = budget.latency
+    want = budget.sparsity * table.dense
+    limit = max_removable(blocks, budget, options["structures"], options["round_to"]) / budget.total
+
+    def plan_at(share: float) -> PrunePlan:
+        return _project(blocks, weights, replace(budget, sparsity=share), **options)
+
+    def removed(plan: PrunePlan) -> float:
+        return table.dense - table.predict_plan(plan)
+
+    best = plan_at(limit * (1 - 1e-9))
+    if removed(best) < want:
+        label = structures_label(options["structures"])
+        raise ValueError(
+            f"pruning.sparsity={budget.sparsity} asks to remove {budget.sparsity:.1%} of the predicted latency but "
+            f"at most {removed(best) / table.dense:.1%} can go with pruning.structures={label}"
+        )
+    low, high = 0.0, limit * (1 - 1e-9)
+    for _ in range(40):
+        middle = (low + high) / 2
+        plan = plan_at(middle)
+        if removed(plan) >= want:
+            best, high = plan, middle
+        else:
+            low = middle
+    return best
+
+
+def _project(
+    blocks: list[BlockUnits],
+    weights: list[dict[str, torch.Tensor]],
+    budget: Budget,
+    head_scores: list[torch.Tensor] | None,
+    alpha: float,
+    allocation: Allocation,
+    structures: Structures,
+    round_to: int,
+    fixed_scores: UnitScores | None,
+    compete: Compete,
+) -> PrunePlan:
     if round_to < 1:
         raise ValueError(f"pruning.round_to={round_to} must be >= 1")
     names = structure_names(structures)

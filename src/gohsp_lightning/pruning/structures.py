@@ -65,6 +65,10 @@ class Structure(ABC):
         """Multiply every unit's output by ``gate()[unit]`` in the forward pass, until the handle is removed."""
 
     @abstractmethod
+    def module(self, block: BlockUnits) -> nn.Module:
+        """The sub-module whose run time the units set (it maps the block's ``[batch, tokens, dim]`` input)."""
+
+    @abstractmethod
     def fold(self, block: BlockUnits, gate: torch.Tensor) -> None:
         """Multiply ``gate`` (one value per unit) into the layer each unit feeds, in place: the block then
         computes without a hook what :meth:`gate` made it compute."""
@@ -181,6 +185,9 @@ class Heads(Structure):
 
         return block.attn.proj.register_forward_pre_hook(hook)
 
+    def module(self, block: BlockUnits) -> nn.Module:
+        return block.attn
+
     def fold(self, block: BlockUnits, gate: torch.Tensor) -> None:
         weight = block.attn.proj.weight
         with torch.no_grad():
@@ -234,6 +241,9 @@ class Neurons(Structure):
             return (args[0] * gate().to(args[0].dtype), *args[1:])
 
         return block.mlp.fc2.register_forward_pre_hook(hook)
+
+    def module(self, block: BlockUnits) -> nn.Module:
+        return block.mlp
 
     def fold(self, block: BlockUnits, gate: torch.Tensor) -> None:
         weight = block.mlp.fc2.weight

@@ -77,18 +77,21 @@ def find_blocks(model: nn.Module) -> list[BlockUnits]:
                 f"block {index} of {type(model).__name__} has a gated MLP ({type(mlp).__name__}: fc1 gives "
                 f"{mlp.fc1.out_features} features, fc2 takes {mlp.fc2.in_features}); only timm's plain Mlp is supported"
             )
-        found.append(
-            BlockUnits(
-                index=index,
-                attn=attn,
-                mlp=mlp,
-                num_heads=int(attn.num_heads),
-                head_dim=int(attn.head_dim),
-                hidden=int(mlp.fc1.out_features),
-                dim=int(attn.proj.out_features),
-            )
-        )
+        found.append(block_units(index, attn, mlp))
     return found
+
+
+def block_units(index: int, attn: nn.Module, mlp: nn.Module) -> BlockUnits:
+    """The shapes of one block's timm Attention and Mlp (checked by :func:`find_blocks`)."""
+    return BlockUnits(
+        index=index,
+        attn=attn,
+        mlp=mlp,
+        num_heads=int(attn.num_heads),
+        head_dim=int(attn.head_dim),
+        hidden=int(mlp.fc1.out_features),
+        dim=int(attn.proj.out_features),
+    )
 
 
 def num_tokens(model: nn.Module) -> int:

@@ -1,0 +1,95 @@
+"""Latency tables and the latency budget: mechanics on a measured tiny table and on hand-made tables.
+
+No assertion here depends on how fast this machine is: speed claims are checked by scripts/benchmark.py.
+"""
+
+import pytest
+import torch
+
+from gohsp_lightning.pruning import STRUCTURES, PrunePlan, count_params, find_blocks, num_tokens, project
+from gohsp_lightning.pruning.latency import (
+    LatencyTable,
+    cache_path,
+    latency_budget,
+    measure_latency_table,
+    table_key,
+)
+from gohsp_lightning.pruning.projection import removed_cost
+from gohsp_lightning.pruning.structures import block_weights
+
+from ..conftest import tiny_vit
+
+
+@pytest.fixture(scope="module")
+def measured():
+    model = tiny_vit()
+    key = table_key("tiny", torch.device("cpu"), "fp32", 4, (3, 32, 32))
+    table = measure_latency_table(model, key, torch.device("cpu"), torch.float32, 4, (3, 32, 32), 16, 4, 0.005)
+    return model, table
+
+
+def test_a_measured_table_covers_every_structure_and_block(measured, tmp_path):
+    model, table = measured
+    blocks = find_blocks(model)
+    table.check(blocks)
+    assert table.widths["heads"] == [[1, 2, 3, 4]] * 3  # every head count
+    assert all(w[-1] == 256 and all(c % 16 == 0 for c in w) for w in table.widths["neurons"])
+    assert all(t > 0 for per_block in table.times.values() for times in per_block for t in times)
+    assert table.dense == pytest.approx(table.fixed + sum(t[-1] for p in table.times.values() for t in p))
+    again = LatencyTable.load(table.save(cache_path(tmp_path, table.key)))
+    assert again == table and again.key["device"].startswith("cpu")
+    with pytest.raises(ValueError, match=r"latency table 'tiny' has heads \[4, 4, 4\], the model has \[6, 6\]"):
+        table.check(find_blocks(tiny_vit(depth=2, num_heads=6, embed_dim=96)))
+
+
+def handmade(blocks, head_cost: list[float], neuron_cost: list[float], fixed: float = 1e-4) -> LatencyTable:
+    """A table linear in kept units, with the given seconds per head and per neuron in every block."""
+    widths = {name: [list(range(1, s.size(b) + 1)) for b in blocks] for name, s in STRUCTURES.items()}
+    per_unit = {"heads": head_cost, "neurons": neuron_cost}
+    times = {name: [[c * k for k in w] for c, w in zip(per_unit[name], widths[name], strict=True)] for name in widths}
+    return LatencyTable(key={"model": "handmade"}, widths=widths, times=times, fixed=fixed)
+
+
+def test_prediction_interpolates_and_the_budget_is_met_in_latency(tmp_path):
+    model = tiny_vit()
+    blocks = find_blocks(model)
+    table = handmade(blocks, [4e-5, 1e-5, 1e-5], [1e-7, 1e-7, 4e-7])
+    plan = PrunePlan(heads=((0,), (0, 1), (0, 1, 2, 3)), neurons=(tuple(range(128)), tuple(range(256)), (0,)))
+    expected = 1e-4 + (4e-5 * 1 + 1e-5 * 2 + 1e-5 * 4) + (1e-7 * 128 + 1e-7 * 256 + 4e-7 * 1)
+    assert table.predict_plan(plan) == pytest.approx(expected)
+    budget = latency_budget(0.3, table, num_tokens(model))
+    planned = project(blocks, [block_weights(b) for b in blocks], budget)
+    smallest = min(budget.cost(name, b) for name in STRUCTURES for b in blocks)
+    assert budget.target <= removed_cost(blocks, planned, budget) < budget.target + smallest
+    removed = 1 - table.predict_plan(planned) / table.dense
+    assert removed == pytest.approx(0.3, abs=smallest / budget.total + 1e-9)
+
+
+def test_latency_costs_steer_the_cut_to_where_time_is():
+    model = tiny_vit()
+    blocks = find_blocks(model)
+    weights = [block_weights(b) for b in blocks]
+    # the same weights; only the latency of block 2's MLP differs between the two tables
+    slow_mlp = latency_budget(0.3, handmade(blocks, [1e-5] * 3, [1e-7, 1e-7, 1e-6]))
+    even = latency_budget(0.3, handmade(blocks, [1e-5] * 3, [1e-7, 1e-7, 1e-7]))
+    assert (
+        project(blocks, weights, slow_mlp).mlp_hidden_per_block[2]
+        < project(blocks, weights, even).mlp_hidden_per_block[2]
+    )
+
+
+def test_a_latency_budget_without_a_table_is_refused():
+    from gohsp_lightning.pruning import Budget
+
+    blocks = find_blocks(tiny_vit())
+    with pytest.raises(ValueError, match="pruning.budget=latency needs a latency table"):
+        Budget(0.3, count_params(tiny_vit()), "latency").cost("heads", blocks[0])
+
+
+def test_a_table_file_that_is_not_one_is_named(tmp_path):
+    bad = tmp_path / "table.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match=r"pruning.latency_table='.*table.json' is not a latency table"):
+        LatencyTable.load(bad)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        LatencyTable.load(tmp_path / "missing.json")
