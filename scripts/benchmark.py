@@ -45,6 +45,7 @@ from torch import nn
 from gohsp_lightning.pruning import (
     AdmmState,
     Budget,
+    PrunePlan,
     StructuredProjector,
     apply_plan,
     count_flops,
@@ -59,10 +60,12 @@ from gohsp_lightning.pruning import (
 )
 from gohsp_lightning.pruning.files import atomic_write_json
 from gohsp_lightning.pruning.flops import macs
+from gohsp_lightning.pruning.latency import latency_budget, measure_latency_table, table_key
 from gohsp_lightning.pruning.rankers import rank_heads
 from gohsp_lightning.pruning.structures import block_weights
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MODES = ("eager", "compiled")
 PLAN_SOURCES = ("magnitude", "graph")
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
@@ -105,6 +108,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=_int_list, default=[1, 32, 256], help="inference batch sizes")
     parser.add_argument("--devices", type=_choice_list(("cpu", "cuda")), default=None, help="default: cpu[,cuda]")
     parser.add_argument("--dtypes", type=_choice_list(tuple(DTYPES)), default=["fp32", "bf16"])
+    parser.add_argument(
+        "--modes", type=_choice_list(MODES), default=["eager"], help="eager and/or compiled (torch.compile) models"
+    )
+    parser.add_argument(
+        "--latency-plan",
+        action="store_true",
+        help="also: a budget=latency plan at --sparsity (table measured on the first device/dtype at batch "
+        "--latency-batch-size) vs a budget=flops plan of the same predicted latency, measured side by side",
+    )
+    parser.add_argument("--latency-batch-size", type=int, default=32, help="batch of the latency table")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=5, help="timed samples per model and setting")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per model before timing")
@@ -249,14 +262,16 @@ def bench_inference(
     rows = []
     for device_name in args.devices:
         device = torch.device(device_name)
-        for dtype_name in args.dtypes:
+        for dtype_name, mode in [(d, m) for d in args.dtypes for m in args.modes]:
             dtype = DTYPES[dtype_name]
             models = {
                 "dense": copy.deepcopy(dense).to(device, dtype).eval(),
                 "pruned": copy.deepcopy(pruned).to(device, dtype).eval(),
             }
+            if mode == "compiled":
+                models = {name: torch.compile(m) for name, m in models.items()}
             for batch in args.batch_sizes:
-                row = {"device": device_name, "dtype": dtype_name, "batch": batch}
+                row = {"device": device_name, "dtype": dtype_name, "mode": mode, "batch": batch}
                 try:
                     x = torch.randn(batch, *input_size, device=device, dtype=dtype)
                     with torch.inference_mode():
@@ -286,6 +301,57 @@ def bench_inference(
                 print(_format_inference([rows[-1]], header=len(rows) == 1), flush=True)
             del models
     return rows
+
+
+def bench_latency_plan(args: argparse.Namespace, dense: nn.Module, input_size: tuple[int, ...]) -> dict[str, Any]:
+    """A ``budget=latency`` plan vs a ``budget=flops`` plan of the same predicted latency (magnitude scores),
+    both exported, measured side by side with the dense model: the table's prediction error, and which is faster."""
+    device, dtype_name = torch.device(args.devices[0]), args.dtypes[0]
+    dtype, batch = DTYPES[dtype_name], args.latency_batch_size
+    blocks, weights = find_blocks(dense), [block_weights(b) for b in find_blocks(dense)]
+    key = table_key(args.model, device, dtype_name, batch, input_size)
+    table = measure_latency_table(dense, key, device, dtype, batch, input_size, args.round_to)
+    by_latency = project(
+        blocks, weights, latency_budget(args.sparsity, table, num_tokens(dense)), round_to=args.round_to
+    )
+    target = table.predict_plan(by_latency)
+    flops_total = count_flops(dense, input_size)
+
+    def flops_plan(share: float) -> PrunePlan:
+        return project(blocks, weights, Budget(share, flops_total, "flops", num_tokens(dense)), round_to=args.round_to)
+
+    low, high = 0.0, 0.95
+    for _ in range(30):  # the smallest FLOPs cut whose predicted latency is no higher than the latency plan's
+        middle = (low + high) / 2
+        low, high = (low, middle) if table.predict_plan(flops_plan(middle)) <= target else (middle, high)
+    by_flops = flops_plan(high)
+    models = {"dense": copy.deepcopy(dense)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, plan in (("latency_plan", by_latency), ("flops_plan", by_flops)):
+            pruned = apply_plan(copy.deepcopy(dense), plan)
+            directory = save_pruned(Path(tmp) / name, pruned, plan, args.model, {}, resolve_model_data_config(dense))
+            models[name] = load_pruned(directory)
+    models = {name: m.to(device, dtype).eval() for name, m in models.items()}
+    x = torch.randn(batch, *input_size, device=device, dtype=dtype)
+    with torch.inference_mode():
+        t = interleaved({n: (lambda m=m: m(x)) for n, m in models.items()}, device, args.repeats, args.warmup, 0.5)
+    return {
+        "device": key["device"],
+        "dtype": dtype_name,
+        "batch": batch,
+        "sparsity": args.sparsity,
+        "predicted_dense_s": table.dense,
+        "predicted_latency_plan_s": target,
+        "predicted_flops_plan_s": table.predict_plan(by_flops),
+        "measured_s": t,
+        "prediction_error": target / t["latency_plan"] - 1,
+        "latency_plan_speedup": t["dense"] / t["latency_plan"],
+        "flops_plan_speedup": t["dense"] / t["flops_plan"],
+        "latency_plan_over_flops_plan": t["flops_plan"] / t["latency_plan"],
+        "macs": {name: macs(count_flops(m.float().cpu(), input_size)) for name, m in models.items()},
+        "latency_plan": {"heads": by_latency.heads_per_block, "mlp": by_latency.mlp_hidden_per_block},
+        "flops_plan": {"heads": by_flops.heads_per_block, "mlp": by_flops.mlp_hidden_per_block},
+    }
 
 
 def bench_training(args: argparse.Namespace, dense: nn.Module, input_size: tuple[int, ...]) -> dict[str, Any]:
@@ -384,14 +450,14 @@ def table(headers: list[str], rows: list[list[str]], header: bool = True) -> str
     return "\n".join(lines)
 
 
-INFERENCE_HEADERS = ["device", "dtype", "batch", "dense ms", "pruned ms", "dense img/s", "pruned img/s"]
+INFERENCE_HEADERS = ["device", "dtype", "mode", "batch", "dense ms", "pruned ms", "dense img/s", "pruned img/s"]
 INFERENCE_HEADERS += ["speedup", "MACs red.", "efficiency"]
 
 
 def _format_inference(rows: list[dict], header: bool = True) -> str:
     cells = []
     for r in rows:
-        head = [r["device"], r["dtype"], str(r["batch"])]
+        head = [r["device"], r["dtype"], r["mode"], str(r["batch"])]
         if "skipped" in r:
             cells.append(head + [r["skipped"]] + [""] * 6)
             continue
@@ -401,7 +467,7 @@ def _format_inference(rows: list[dict], header: bool = True) -> str:
             + [f"{r['speedup']:.3f}x", f"{r['flops_reduction']:.3f}x", f"{r['efficiency']:.3f}"]
         )
     # fixed widths so rows printed one at a time line up
-    widths = [6, 5, 5, 10, 10, 11, 12, 8, 10, 10]
+    widths = [6, 5, 8, 5, 10, 10, 11, 12, 8, 10, 10]
     lines = []
     if header:
         lines.append("  ".join(h.rjust(w) for h, w in zip(INFERENCE_HEADERS, widths, strict=True)))
@@ -477,6 +543,39 @@ def main(argv: list[str] | None = None) -> int:
             f"\nInference (median of {args.repeats}, dense/pruned interleaved; efficiency = speedup / MACs reduction)"
         )
         results["inference"] = bench_inference(args, dense, pruned, input_size, dense_flops / pruned_flops)
+    if args.latency_plan:
+        lat = bench_latency_plan(args, dense, input_size)
+        results["latency_plan"] = lat
+        m = lat["measured_s"]
+        print(
+            f"\nLatency budget at {lat['sparsity']:.0%} vs a FLOPs budget of the same predicted latency "
+            f"({lat['device']}, {lat['dtype']}, batch {lat['batch']}; median of {args.repeats}, interleaved)"
+        )
+        print(
+            table(
+                ["model", "predicted ms", "measured ms", "speedup", "GMACs", "heads per block", "MLP per block"],
+                [
+                    [
+                        name,
+                        f"{1e3 * pred:.1f}",
+                        f"{1e3 * m[name]:.1f}",
+                        f"{m['dense'] / m[name]:.3f}x",
+                        f"{lat['macs'][name] / 1e9:.3f}",
+                        str(lat.get(name, {}).get("heads", "")),
+                        str(lat.get(name, {}).get("mlp", "")),
+                    ]
+                    for name, pred in (
+                        ("dense", lat["predicted_dense_s"]),
+                        ("latency_plan", lat["predicted_latency_plan_s"]),
+                        ("flops_plan", lat["predicted_flops_plan_s"]),
+                    )
+                ],
+            )
+        )
+        print(
+            f"prediction error of the latency plan: {lat['prediction_error']:+.1%}; latency plan vs FLOPs plan: "
+            f"{lat['latency_plan_over_flops_plan']:.3f}x"
+        )
     plain_step_s = None
     if not args.skip_train:
         train = bench_training(args, dense, input_size)

@@ -238,7 +238,9 @@ def _latency_plan(
     """The smallest plan of the linear-cost projection whose predicted latency meets ``budget.sparsity``."""
     table = budget.latency
     want = budget.sparsity * table.dense
-    limit = max_removable(blocks, budget, options["structures"], options["round_to"]) / budget.total
+    # the linear share that removes every removable unit (below 1: a sparsity, also when the table's fixed
+    # part is small or, from timing noise, negative)
+    limit = min(max_removable(blocks, budget, options["structures"], options["round_to"]) / budget.total, 1.0)
 
     def plan_at(share: float) -> PrunePlan:
         return _project(blocks, weights, replace(budget, sparsity=share), **options)
