@@ -55,6 +55,30 @@ def top1(model: torch.nn.Module, root: Path, split: str, data_config: dict) -> t
     return float(correct.mean()), int(correct.numel())
 
 
+def recipe(args: argparse.Namespace, epochs: int, wall: float, earlier: dict | None) -> dict:
+    """How the weights were made; a continued run lists the phases, and the totals add up."""
+    this = {
+        "command": args.command,
+        "config": "conf/experiment/pretrain_cifar10.yaml",
+        "epochs": epochs,
+        "train_images": 50000,
+        "wall_time_s": round(wall),
+        "hardware": args.hardware,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+    }
+    if earlier is None:
+        return this
+    phases = [*earlier.get("phases", [earlier]), this]
+    return {
+        **this,
+        "command": " && ".join(p["command"] for p in phases),
+        "epochs": sum(p["epochs"] for p in phases),
+        "wall_time_s": sum(p["wall_time_s"] for p in phases),
+        "phases": phases,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True)
@@ -64,7 +88,15 @@ def main() -> None:
     parser.add_argument("--command", default="python run.py experiment=pretrain_cifar10 data.root=<cifar10_full>")
     parser.add_argument("--hardware", default=f"{platform.processor() or platform.machine()}, CPU only")
     parser.add_argument("--wall-time-s", type=float, default=None, help="default: from the run's files")
+    parser.add_argument(
+        "--continues",
+        type=Path,
+        default=None,
+        help="the card of the weights this run started from (model.checkpoint=...): the new card's recipe lists "
+        "both phases, and its epochs and wall time add up",
+    )
     args = parser.parse_args()
+    earlier = json.loads(args.continues.read_text())["recipe"] if args.continues is not None else None
 
     state, config, epochs = weights_of(args.run_dir, args.checkpoint)
     kwargs = dict(config["model_kwargs"])
@@ -93,16 +125,7 @@ def main() -> None:
         "params": sum(p.numel() for p in model.parameters()),
         "data_config": data_config,
         "classes": ImageFolder(str(args.data_root / "val")).classes,
-        "recipe": {
-            "command": args.command,
-            "config": "conf/experiment/pretrain_cifar10.yaml",
-            "epochs": epochs,
-            "train_images": 50000,
-            "wall_time_s": round(wall),
-            "hardware": args.hardware,
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-        },
+        "recipe": recipe(args, epochs, wall, earlier),
         "metrics": {"val_top1": val_top1, "val_images": val_n, "test_top1": test_top1, "test_images": test_n},
         "attention_entropy": {
             "per_block": [round(float(e.mean()), 4) for e in stats.entropy],
