@@ -27,7 +27,7 @@ QUIET_WARNINGS = (
 )
 STAGES = {
     "dense": "dense training",
-    "admm": "ADMM toward the budget (graph-ranked heads, structured projection)",
+    "admm": "ADMM toward the budget (head ranking, structured projection)",
     "gates": "learnable gates toward the budget (task loss + expected-cost penalty)",
     "finetune": "fine-tune the hard-pruned model (knowledge distillation)",
 }

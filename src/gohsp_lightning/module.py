@@ -69,14 +69,24 @@ class GohspModule(L.LightningModule):
         self.register_buffer("head_scores", torch.ones(sum(b.num_heads for b in self.blocks), dtype=torch.float64))
         self.register_buffer("head_scores_set", torch.tensor(False))
         self.admm = AdmmState(prunable_weights(self.blocks), cfg.admm.rho) if stage == "admm" else None
-        self.gates = LearnableGates(self.blocks, cfg.gates.init) if stage == "gates" else None
+        p = cfg.pruning
+        gated = stage == "gates"
+        self.gates = LearnableGates(self.blocks, cfg.gates.init, structures=p.structures) if gated else None
         num_classes = cfg.model.num_classes
         self.mixup = mixup_fn(cfg.data, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
-        # FLOPs of one training batch (forward + backward), for Lightning's ThroughputMonitor; set by the pipeline
-        self.flops_per_batch: int | None = None
+        # FLOPs of the model's forward pass over one batch, set by the pipeline (see flops_per_batch)
+        self.forward_flops_per_batch: int | None = None
         # the ADMM stage: top-1 with the structures outside the support of Z switched off
         self.val_top1_cut = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
+
+    @property
+    def flops_per_batch(self) -> int | None:
+        """For Lightning's ThroughputMonitor: a training step costs about 3 forward passes (forward, and backward
+        through activations and weights), an evaluation step one; a KD teacher's forward is not counted."""
+        if self.forward_flops_per_batch is None:
+            return None
+        return self.forward_flops_per_batch * (3 if self.training else 1)
 
     # ----------------------------------------------------------------- head scores and projection
     def set_head_scores(self, flat: torch.Tensor | None) -> None:
@@ -175,11 +185,10 @@ class GohspModule(L.LightningModule):
             loss = loss + penalty
             logs["penalty"] = penalty.detach()
         if self.gates is not None:
-            p = self.cfg.pruning
-            penalty = self.cfg.gates.penalty * budget_penalty(self.gates, self.blocks, self.budget, p.structures)
+            penalty = self.cfg.gates.penalty * budget_penalty(self.gates, self.blocks, self.budget)
             loss = loss + penalty
             logs["penalty"] = penalty.detach()
-            removed = expected_removed(self.gates, self.blocks, self.budget, p.structures).detach()
+            removed = expected_removed(self.gates, self.blocks, self.budget).detach()
             logs["expected_sparsity"] = removed / self.budget.total
         if not torch.isfinite(loss):
             raise FloatingPointError(

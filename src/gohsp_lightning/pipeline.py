@@ -175,8 +175,7 @@ class Pipeline:
         Returns val top-1 of the result.
         """
         trainer = self._trainer(module.stage, epochs, callbacks)
-        # a training step costs about 3 forward passes (forward, and backward through activations and weights)
-        module.flops_per_batch = 3 * count_flops(module.model, self.input_size) * self.cfg.data.batch_size
+        module.forward_flops_per_batch = count_flops(module.model, self.input_size) * self.cfg.data.batch_size
         key = f"{module.stage}/val_top1"
         L.seed_everything(self.cfg.seed + STAGE_SEEDS[module.stage], workers=True, verbose=False)
         try:
@@ -261,10 +260,13 @@ class Pipeline:
             raise ConfigError(f"pruning.latency_device={p.latency_device} but this machine has no CUDA device")
         m = self.cfg.model
         key = table_key(m.name, device, p.latency_dtype, p.latency_batch_size, self.input_size, dict(m.kwargs))
+        key["round_to"] = p.round_to  # the sampled MLP widths are multiples of it
         path = cache_path(Path(p.latency_cache_dir).expanduser(), key)
         if path.is_file():
             rank_zero_info(f"[gohsp] latency table from {path}")
-            return LatencyTable.load(path)
+            table = LatencyTable.load(path)
+            table.check(find_blocks(model))
+            return table
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError(
                 "pruning.budget=latency: every rank would measure its own table; measure it once in a single process "
@@ -290,7 +292,7 @@ class Pipeline:
             if scores is not None:
                 module.gates.seed({"heads": scores}, cfg.gates.seed_spread)
         self._fit(module, dm, p.admm_epochs)
-        plan = plan_from_gates(module.gates, module.blocks, budget, p.structures, p.round_to)
+        plan = plan_from_gates(module.gates, module.blocks, budget, p.round_to, p.allocation)
         fold_gates(module.gates, module.blocks, plan)
         return plan
 
@@ -478,7 +480,7 @@ class Pipeline:
 
     def _latency_summary(self, pruned: nn.Module, plan: PrunePlan) -> dict[str, Any] | None:
         """With a latency table: predicted and measured seconds per batch, dense and pruned, side by side."""
-        if self.latency is None:
+        if self.latency is None or rank_zero_only.rank != 0:  # one process times: ranks would share the cores
             return None
         p, table = self.cfg.pruning, self.latency
         device, dtype = torch.device(p.latency_device), LATENCY_DTYPES[p.latency_dtype]

@@ -24,10 +24,11 @@ from torch import nn
 
 from .config import ConfigError
 from .pruning.files import atomic_write, atomic_write_json
+from .pruning.structures import structures_label
 
 LAST = "last"
 # Settings that decide what a finished stage produced; a resumed run must not change them.
-RESUME_KEYS = ("seed", "model.name", "model.kwargs", "model.num_classes", "pruning", "ranking", "admm")
+RESUME_KEYS = ("seed", "model.name", "model.kwargs", "model.num_classes", "pruning", "ranking", "admm", "gates")
 # ...except these, which only matter to a stage that has not started, or only to the fine-tune length.
 RESUME_FREE = ("pruning.finetune_epochs",)
 
@@ -73,6 +74,8 @@ def flat_settings(config: dict[str, Any]) -> dict[str, Any]:
             flat[prefix] = value
 
     walk("", config)
+    if "pruning.structures" in flat:  # [heads, neurons] and the older "both" are one setting
+        flat["pruning.structures"] = structures_label(flat["pruning.structures"])
     return {
         k: v
         for k, v in flat.items()
@@ -83,7 +86,8 @@ def flat_settings(config: dict[str, Any]) -> dict[str, Any]:
 def check_same_settings(now: dict[str, Any], before: dict[str, Any], source: str) -> None:
     """Raise a one-line ConfigError naming the first setting that differs from the interrupted run's."""
     a, b = flat_settings(now), flat_settings(before)
-    for key in sorted(set(a) | set(b)):
+    # a key the earlier run did not have was added since, at its default: only keys both runs have can differ
+    for key in sorted(set(a) & set(b)):
         if a.get(key) != b.get(key):
             raise ConfigError(
                 f"{key}={a.get(key)!r} but {source} was made with {key}={b.get(key)!r}; "

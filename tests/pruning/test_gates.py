@@ -35,7 +35,7 @@ def force(gates: LearnableGates, plan: PrunePlan, kept: float | None) -> None:
     """Gates of the units ``plan`` drops to exactly 0; kept ones to exactly 1 (``kept=inf``) or left as they are."""
     keep = plan.keep_masks(find_blocks(tiny_vit()))  # shapes only
     with torch.no_grad():
-        for name in STRUCTURES:
+        for name in gates.names:
             for i, k in enumerate(keep[name]):
                 logit = gates.logits[f"{name}_{i}"]
                 logit[k == 0] = -torch.inf
@@ -118,22 +118,22 @@ def test_gates_train_toward_the_budget_on_real_images():
     gates = LearnableGates(blocks)
     gates.attach(blocks)
     budget = Budget(0.4, count_params(model))
-    start = float(expected_removed(gates, blocks, budget, "both").detach())
+    start = float(expected_removed(gates, blocks, budget).detach())
     optimizer = torch.optim.Adam(
         [{"params": model.parameters(), "lr": 1e-3}, {"params": gates.parameters(), "lr": 0.3}]
     )
     before = {k: v.detach().clone() for k, v in gates.logits.items()}
     for _ in range(3):
         for x, y in real_batches():
-            loss = F.cross_entropy(model(x), y) + 50.0 * budget_penalty(gates, blocks, budget, "both")
+            loss = F.cross_entropy(model(x), y) + 50.0 * budget_penalty(gates, blocks, budget)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    end = float(expected_removed(gates, blocks, budget, "both").detach())
+    end = float(expected_removed(gates, blocks, budget).detach())
     assert start < 0.2 * budget.target and end > 0.5 * budget.target  # the expected cost fell toward the budget
     moved = [float((gates.logits[k].detach() - before[k]).abs().max()) for k in before]
     assert min(moved) > 0.1  # every gate group moved
-    assert float(budget_penalty(gates, blocks, budget, "both").detach()) < (budget.target - start) / budget.total
+    assert float(budget_penalty(gates, blocks, budget).detach()) < (budget.target - start) / budget.total
 
 
 def test_seeding_from_a_ranking_orders_the_starting_gates():
@@ -144,3 +144,17 @@ def test_seeding_from_a_ranking_orders_the_starting_gates():
     g = gates.value("heads", 0).detach()
     assert torch.all(g[1:] > g[:-1])
     assert torch.equal(gates.value("neurons", 0), torch.sigmoid(torch.full((256,), 3.0)))
+
+
+def test_only_the_competing_structures_are_gated(images):
+    model = tiny_vit(seed=2)
+    blocks = find_blocks(model)
+    gates = LearnableGates(blocks, structures="heads")
+    assert set(gates.logits) == {"heads_0", "heads_1", "heads_2"}
+    budget = Budget(0.1, count_params(model))
+    plan = plan_from_gates(gates, blocks, budget)
+    assert plan.mlp_hidden_per_block == [256, 256, 256]  # neurons neither gated nor cut
+    fold_gates(gates, blocks, plan)
+    assert torch.equal(model.blocks[0].mlp.fc2.weight, tiny_vit(seed=2).blocks[0].mlp.fc2.weight)
+    uniform = plan_from_gates(LearnableGates(blocks), blocks, Budget(0.4, budget.total), allocation="uniform")
+    assert len(set(uniform.heads_per_block)) == 1  # the same share in every block

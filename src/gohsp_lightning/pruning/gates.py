@@ -16,40 +16,46 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from .plan import PrunePlan
-from .projection import Budget, Structures, UnitScores, project
+from .projection import Allocation, Budget, Structures, UnitScores, project
 from .structures import STRUCTURES, structure_names
 from .units import BlockUnits
 
 
 class LearnableGates(nn.Module):
-    """Gate logits ``<structure>_<block>`` as parameters (DDP keeps them equal on every rank like any weight)."""
+    """Gate logits ``<structure>_<block>`` as parameters (DDP keeps them equal on every rank like any weight),
+    for the structures that compete for the budget only: the others are left as they are, like in every method."""
 
-    def __init__(self, blocks: list[BlockUnits], init: float = 3.0, temperature: float = 1.0) -> None:
+    def __init__(
+        self, blocks: list[BlockUnits], init: float = 3.0, temperature: float = 1.0, structures: Structures = "both"
+    ) -> None:
         """``init``: the starting logit (3.0: every gate at 0.95, the model almost unchanged)."""
         super().__init__()
         self.num_blocks = len(blocks)
+        self.names = structure_names(structures)
         self.logits = nn.ParameterDict(
             {
-                f"{name}_{b.index}": nn.Parameter(torch.full((s.size(b),), float(init)))
+                f"{name}_{b.index}": nn.Parameter(torch.full((STRUCTURES[name].size(b),), float(init)))
                 for b in blocks
-                for name, s in STRUCTURES.items()
+                for name in self.names
             }
         )
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self._handles: list[RemovableHandle] = []
 
     def value(self, structure: str, block: int) -> torch.Tensor:
-        """The gates of ``structure`` in ``block``, in (0, 1)."""
+        """The gates of ``structure`` (a gated one) in ``block``, in (0, 1)."""
         return torch.sigmoid(self.logits[f"{structure}_{block}"] / self.temperature)
 
     def values(self) -> dict[str, list[torch.Tensor]]:
-        return {name: [self.value(name, i) for i in range(self.num_blocks)] for name in STRUCTURES}
+        return {name: [self.value(name, i) for i in range(self.num_blocks)] for name in self.names}
 
     def seed(self, scores: UnitScores, spread: float = 1.0) -> None:
         """Start the logits from a ranking (e.g. the graph ranker's head scores): within each structure, a unit
         ``spread`` standard deviations above the mean log-score starts ``spread`` logits above ``init``."""
         with torch.no_grad():
             for name, per_block in scores.items():
+                if name not in self.names:
+                    continue
                 logs = [s.double().clamp(min=1e-30).log() for s in per_block]
                 flat = torch.cat(logs)
                 z = [(t - flat.mean()) / flat.std().clamp(min=1e-12) for t in logs]
@@ -61,8 +67,8 @@ class LearnableGates(nn.Module):
         """Multiply the gates into the forward pass of ``blocks`` until :meth:`detach`."""
         self.detach()
         for b in blocks:
-            for name, s in STRUCTURES.items():
-                self._handles.append(s.gate(b, lambda name=name, i=b.index: self.value(name, i)))
+            for name in self.names:
+                self._handles.append(STRUCTURES[name].gate(b, lambda name=name, i=b.index: self.value(name, i)))
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -70,22 +76,18 @@ class LearnableGates(nn.Module):
         self._handles.clear()
 
 
-def expected_removed(
-    gates: LearnableGates, blocks: list[BlockUnits], budget: Budget, structures: Structures
-) -> torch.Tensor:
-    """``sum cost * (1 - gate)`` over the competing structures: what the gates remove in expectation."""
+def expected_removed(gates: LearnableGates, blocks: list[BlockUnits], budget: Budget) -> torch.Tensor:
+    """``sum cost * (1 - gate)`` over the gated (competing) structures: what the gates remove in expectation."""
     total = torch.zeros(())
-    for name in structure_names(structures):
+    for name in gates.names:
         for b in blocks:
             total = total + budget.cost(name, b) * (1 - gates.value(name, b.index)).sum()
     return total
 
 
-def budget_penalty(
-    gates: LearnableGates, blocks: list[BlockUnits], budget: Budget, structures: Structures
-) -> torch.Tensor:
+def budget_penalty(gates: LearnableGates, blocks: list[BlockUnits], budget: Budget) -> torch.Tensor:
     """How far the expected removal falls short of the budget, as a fraction of the dense total (0 once met)."""
-    shortfall = budget.target - expected_removed(gates, blocks, budget, structures)
+    shortfall = budget.target - expected_removed(gates, blocks, budget)
     return torch.relu(shortfall) / budget.total
 
 
@@ -93,17 +95,29 @@ def plan_from_gates(
     gates: LearnableGates,
     blocks: list[BlockUnits],
     budget: Budget,
-    structures: Structures = "both",
     round_to: int = 1,
+    allocation: Allocation = "global",
 ) -> PrunePlan:
-    """The cut: units removed in increasing gate value until the budget is met exactly (the projection's
-    guarantee), ignoring cost; scoring a unit ``sqrt(gate * cost)`` makes the projection's density the gate."""
+    """The cut: units of the gated structures removed in increasing gate value until the budget is met exactly
+    (the projection's guarantee), ignoring cost: scoring a unit ``sqrt(gate * cost)`` makes its density the gate.
+    ``allocation="uniform"``: the same share in every block, the highest gates kept."""
     with torch.no_grad():
         scores = {
-            name: [(gates.value(name, b.index).double() * budget.cost(name, b)).sqrt() for b in blocks]
-            for name in STRUCTURES
+            name: [
+                (
+                    gates.value(name, b.index).double()
+                    if name in gates.names
+                    else torch.ones(s.size(b), dtype=torch.float64)
+                )
+                .mul(budget.cost(name, b))
+                .sqrt()
+                for b in blocks
+            ]
+            for name, s in STRUCTURES.items()
         }
-    return project(blocks, [], budget, structures=structures, round_to=round_to, fixed_scores=scores)
+    return project(
+        blocks, [], budget, allocation=allocation, structures=gates.names, round_to=round_to, fixed_scores=scores
+    )
 
 
 def fold_gates(gates: LearnableGates, blocks: list[BlockUnits], plan: PrunePlan) -> None:
@@ -114,5 +128,5 @@ def fold_gates(gates: LearnableGates, blocks: list[BlockUnits], plan: PrunePlan)
     keep = plan.keep_masks(blocks)
     with torch.no_grad():
         for b in blocks:
-            for name, s in STRUCTURES.items():
-                s.fold(b, gates.value(name, b.index) * keep[name][b.index].to(gates.temperature))
+            for name in gates.names:
+                STRUCTURES[name].fold(b, gates.value(name, b.index) * keep[name][b.index].to(gates.temperature))

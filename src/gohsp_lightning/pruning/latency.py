@@ -130,7 +130,7 @@ def _sampled_counts(size: int, aligned: bool, round_to: int, samples: int) -> li
         return list(range(1, size + 1))
     step = max(round_to, 1)
     counts = {min(size, max(step, int(round(size * (i + 1) / samples / step)) * step)) for i in range(samples)}
-    return sorted(counts | {size})
+    return sorted(counts | {min(step, size), size})  # the narrowest width a block may keep, and the full one
 
 
 @torch.no_grad()

@@ -227,7 +227,7 @@ def project(
         fixed_scores=fixed_scores,
         compete=compete,
     )
-    if budget.unit == "latency" and budget.latency is not None:
+    if budget.unit == "latency" and budget.latency is not None and budget.sparsity > 0:
         return _latency_plan(blocks, weights, budget, options)
     return _project(blocks, weights, budget, **options)
 
