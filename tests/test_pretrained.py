@@ -56,8 +56,8 @@ def test_the_shipped_model_scores_its_card_on_the_embedded_val_images():
     top1 = float(per_image_outcomes(model, list(loader))[1].mean())
     card = pretrained.pretrained_card(NAME)
     assert top1 == pytest.approx(card["metrics"]["val_top1"], abs=1e-3)  # PNG vs JPEG decode of the same pixels
-    # 12 epochs on 2 CPU cores: below the 0.70 goal (see README); far above the 0.10 of chance
-    assert card["metrics"]["test_top1"] >= 0.60
+    # 26 epochs on 2 CPU cores: the floor (its goal, 0.75, needs more epochs: see README)
+    assert card["metrics"]["test_top1"] >= 0.70
 
 
 def test_corrupt_weights_are_a_one_line_error(tmp_path, monkeypatch):
