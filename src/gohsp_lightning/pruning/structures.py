@@ -61,17 +61,32 @@ class Structure(ABC):
         """Remove, in place, every unit of ``block`` not in ``kept`` (sorted indices)."""
 
     @abstractmethod
+    def consumer(self, block: BlockUnits) -> nn.Linear:
+        """The layer that takes the units' outputs as its input columns (where gates act and fold)."""
+
+    def unit_width(self, block: BlockUnits) -> int:
+        """Input columns of :meth:`consumer` per unit."""
+        return 1
+
     def gate(self, block: BlockUnits, gate: Gate) -> RemovableHandle:
         """Multiply every unit's output by ``gate()[unit]`` in the forward pass, until the handle is removed."""
+        width = self.unit_width(block)
+
+        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            return (args[0] * gate().to(args[0].dtype).repeat_interleave(width), *args[1:])
+
+        return self.consumer(block).register_forward_pre_hook(hook)
 
     @abstractmethod
     def module(self, block: BlockUnits) -> nn.Module:
         """The sub-module whose run time the units set (it maps the block's ``[batch, tokens, dim]`` input)."""
 
-    @abstractmethod
     def fold(self, block: BlockUnits, gate: torch.Tensor) -> None:
         """Multiply ``gate`` (one value per unit) into the layer each unit feeds, in place: the block then
         computes without a hook what :meth:`gate` made it compute."""
+        weight = self.consumer(block).weight
+        with torch.no_grad():
+            weight.mul_(gate.to(weight).repeat_interleave(self.unit_width(block))[None, :])
 
 
 def _bias_params(layer: nn.Linear, per_unit: int) -> int:
@@ -177,21 +192,14 @@ class Heads(Structure):
         if hasattr(attn, "attn_dim"):
             attn.attn_dim = int(kept.numel()) * block.head_dim
 
-    def gate(self, block: BlockUnits, gate: Gate) -> RemovableHandle:
-        head_dim = block.head_dim
+    def consumer(self, block: BlockUnits) -> nn.Linear:
+        return block.attn.proj
 
-        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-            return (args[0] * gate().to(args[0].dtype).repeat_interleave(head_dim), *args[1:])
-
-        return block.attn.proj.register_forward_pre_hook(hook)
+    def unit_width(self, block: BlockUnits) -> int:
+        return block.head_dim
 
     def module(self, block: BlockUnits) -> nn.Module:
         return block.attn
-
-    def fold(self, block: BlockUnits, gate: torch.Tensor) -> None:
-        weight = block.attn.proj.weight
-        with torch.no_grad():
-            weight.mul_(gate.to(weight).repeat_interleave(block.head_dim)[None, :])
 
 
 class Neurons(Structure):
@@ -236,19 +244,11 @@ class Neurons(Structure):
         mlp.fc2 = _slice_linear(mlp.fc2, cols=kept)
         _slice_norm(getattr(mlp, "norm", nn.Identity()), kept)
 
-    def gate(self, block: BlockUnits, gate: Gate) -> RemovableHandle:
-        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-            return (args[0] * gate().to(args[0].dtype), *args[1:])
-
-        return block.mlp.fc2.register_forward_pre_hook(hook)
+    def consumer(self, block: BlockUnits) -> nn.Linear:
+        return block.mlp.fc2
 
     def module(self, block: BlockUnits) -> nn.Module:
         return block.mlp
-
-    def fold(self, block: BlockUnits, gate: torch.Tensor) -> None:
-        weight = block.mlp.fc2.weight
-        with torch.no_grad():
-            weight.mul_(gate.to(weight)[None, :])
 
 
 STRUCTURES: dict[str, Structure] = {s.name: s for s in (Heads(), Neurons())}
