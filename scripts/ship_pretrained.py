@@ -25,14 +25,13 @@ from torchvision.datasets import ImageFolder
 
 from gohsp_lightning.config import DataConfig
 from gohsp_lightning.data import ImageDataModule, resolve_data_config
+from gohsp_lightning.evaluate import TRANSFORM_KEYS, evaluate_model, split_dataset
 from gohsp_lightning.pretrained import sha256_hex
 from gohsp_lightning.pruning import find_blocks
 from gohsp_lightning.pruning.activations import head_statistics
 from gohsp_lightning.pruning.export import read_config
-from gohsp_lightning.pruning.quality import per_image_outcomes
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gohsp_lightning" / "pretrained"
-DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct")
 
 
 def weights_of(run_dir: Path, checkpoint: Path | None) -> tuple[dict[str, torch.Tensor], dict, int]:
@@ -49,10 +48,8 @@ def weights_of(run_dir: Path, checkpoint: Path | None) -> tuple[dict[str, torch.
 
 
 def top1(model: torch.nn.Module, root: Path, split: str, data_config: dict) -> tuple[float, int]:
-    transform = timm.data.create_transform(**{k: data_config[k] for k in DATA_KEYS})
-    loader = DataLoader(ImageFolder(str(root / split), transform=transform), batch_size=500)
-    _, correct = per_image_outcomes(model, list(loader))
-    return float(correct.mean()), int(correct.numel())
+    outcome = evaluate_model(model, split_dataset(root, split, data_config))
+    return outcome.top1, outcome.images
 
 
 def recipe(args: argparse.Namespace, epochs: int, wall: float, earlier: dict | None) -> dict:
@@ -105,7 +102,7 @@ def main() -> None:
     model.load_state_dict(state, strict=True)
     model.eval()
     resolved = resolve_data_config(DataConfig(crop_pct=1.0), model)  # the input size the model was built at
-    data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items() if k in DATA_KEYS}
+    data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items() if k in TRANSFORM_KEYS}
     val_top1, val_n = top1(model, args.data_root, "val", data_config)
     test_top1, test_n = top1(model, args.data_root, "test", data_config)
     dm = ImageDataModule(DataConfig(root=str(args.data_root), val_split="val"), data_config, num_classes)

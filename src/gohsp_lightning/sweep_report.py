@@ -13,6 +13,8 @@ A researcher asks "is GOHSP better here, and at which budget?"; the answer is in
   Below it, GOHSP (the reference, ``gohsp/graph/global/both``) against every other method at each budget,
   paired by seed: jobs with the same seed start from the same dense model, so the paired difference is
   free of the dense model's seed-to-seed spread, which dominates the plain means.
+* held-out figures: once ``python -m gohsp_lightning.evaluate <sweep dir> --root ...`` has written each job's
+  ``eval_test.json`` (top-1 on a split no job saw), the CSV and both tables carry ``test`` beside ``val``.
 
 Rows come from each job's ``summary.json`` (written by the pipeline) or, for a failed job,
 ``failure.json`` (written by the CLI) and the job's ``.hydra/config.yaml``. :class:`SweepReport` is a Hydra
@@ -51,6 +53,8 @@ FAILURE_FILE = "failure.json"
 CSV_FILE = "sweep_summary.csv"
 PLOT_FILE = "pareto.png"
 TABLE_FILE = "sweep_table.md"
+HELDOUT_SPLIT = "test"  # what the report shows beside val, from each job's eval_test.json
+EVAL_FILE = "eval_{split}.json"
 IDENTITY = ("method", "ranker", "allocation", "structures", "sparsity", "seed")
 COLUMNS = (
     "job",
@@ -59,6 +63,8 @@ COLUMNS = (
     "flops",
     "val_top1",
     "dense_top1",
+    "test_top1",
+    "dense_test_top1",
     "dense_params",
     "dense_flops",
     "status",
@@ -78,6 +84,11 @@ def one_line(error: BaseException) -> str:
     """The first line of an error's message, or its type name when it has none."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def eval_file(split: str) -> str:
+    """The file :mod:`.evaluate` writes into a run dir for ``split``."""
+    return EVAL_FILE.format(split=split)
 
 
 def record_failure(job_dir: str | Path, error: BaseException) -> Path:
@@ -122,6 +133,10 @@ def job_row(job: Path, sweep_dir: Path) -> dict[str, Any]:
         row.update({key: summary["pruned"][key] for key in ("params", "flops", "val_top1")})
         row.update({f"dense_{key}": summary["dense"][key] for key in ("params", "flops")})
         row.update(dense_top1=summary["dense"]["val_top1"], status="ok")
+        heldout = job / eval_file(HELDOUT_SPLIT)
+        if heldout.is_file():
+            figures = json.loads(heldout.read_text())
+            row.update(test_top1=figures["pruned"]["top1"], dense_test_top1=figures["dense"]["top1"])
         return row
     row.update(_config_identity(job))
     if failure_path.is_file():
@@ -172,6 +187,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for key, group_rows in members.items():
         ok = [r for r in group_rows if r["status"] == "ok"]
         top1 = [float(r["val_top1"]) for r in ok]
+        test = [float(r["test_top1"]) for r in ok if _has(r, "test_top1")]
         out.append(
             {
                 **dict(zip((*GROUP, "sparsity", "setting"), key, strict=True)),
@@ -183,9 +199,22 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "params": statistics.fmean(float(r["params"]) for r in ok) if ok else None,
                 "flops": statistics.fmean(float(r["flops"]) for r in ok) if ok else None,
                 "dense_top1": statistics.fmean(float(r["dense_top1"]) for r in ok) if ok else None,
+                "test_mean": statistics.fmean(test) if test else None,
+                "test_std": (statistics.stdev(test) if len(test) > 1 else 0.0) if test else None,
+                "dense_test_top1": _mean_of(ok, "dense_test_top1"),
             }
         )
     return sorted(out, key=lambda g: tuple(str(g[k]) for k in (*GROUP, "sparsity", "setting")))
+
+
+def _has(row: dict[str, Any], key: str) -> bool:
+    """Whether a row holds a figure at ``key`` (a CSV row holds "" where a summary had none)."""
+    return row.get(key) not in (None, "")
+
+
+def _mean_of(rows: Sequence[dict[str, Any]], key: str) -> float | None:
+    values = [float(r[key]) for r in rows if _has(r, key)]
+    return statistics.fmean(values) if values else None
 
 
 def _identity(row: dict[str, Any], keys: Sequence[str]) -> tuple[str, ...]:
@@ -193,8 +222,10 @@ def _identity(row: dict[str, Any], keys: Sequence[str]) -> tuple[str, ...]:
     return tuple(str(row[k]) for k in keys)
 
 
-def paired_comparison(rows: Sequence[dict[str, Any]], reference: Sequence[str] = REFERENCE) -> list[dict[str, Any]]:
-    """Reference top-1 minus every other method's, paired by sparsity, seed and setting.
+def paired_comparison(
+    rows: Sequence[dict[str, Any]], reference: Sequence[str] = REFERENCE, metric: str = "val_top1"
+) -> list[dict[str, Any]]:
+    """Reference ``metric`` (val or test top-1) minus every other method's, paired by sparsity, seed and setting.
 
     Jobs of one seed share the dense model (same seed, data and dense epochs), so the difference between
     two methods at one seed is what the method changed; its mean and spread over seeds answer "is the
@@ -202,10 +233,14 @@ def paired_comparison(rows: Sequence[dict[str, Any]], reference: Sequence[str] =
     Only pairs where both jobs succeeded count. Positive means the reference is better.
     """
     reference = tuple(reference)
-    ok = [(row, setting) for row, setting in zip(rows, settings(rows), strict=True) if row["status"] == "ok"]
+    ok = [
+        (row, setting)
+        for row, setting in zip(rows, settings(rows), strict=True)
+        if row["status"] == "ok" and _has(row, metric)
+    ]
     pair_key = ("sparsity", "seed")
     ref_top1 = {
-        (*_identity(row, pair_key), setting): float(row["val_top1"])
+        (*_identity(row, pair_key), setting): float(row[metric])
         for row, setting in ok
         if _identity(row, GROUP) == reference
     }
@@ -214,7 +249,7 @@ def paired_comparison(rows: Sequence[dict[str, Any]], reference: Sequence[str] =
         other = _identity(row, GROUP)
         match = ref_top1.get((*_identity(row, pair_key), setting))
         if other != reference and match is not None:
-            diffs.setdefault((*other, str(row["sparsity"]), setting), []).append(match - float(row["val_top1"]))
+            diffs.setdefault((*other, str(row["sparsity"]), setting), []).append(match - float(row[metric]))
     out = []
     for key, values in diffs.items():
         out.append(
@@ -230,15 +265,17 @@ def paired_comparison(rows: Sequence[dict[str, Any]], reference: Sequence[str] =
     return sorted(out, key=lambda c: (float(c["sparsity"]), *(c[k] for k in (*GROUP, "setting"))))
 
 
-def comparison_table(comparisons: Sequence[dict[str, Any]], reference: Sequence[str] = REFERENCE) -> str:
-    """Markdown for :func:`paired_comparison`; empty when no job pairs with the reference."""
+def comparison_table(
+    comparisons: Sequence[dict[str, Any]], reference: Sequence[str] = REFERENCE, split: str = "val"
+) -> str:
+    """Markdown for :func:`paired_comparison` on ``split``; empty when no job pairs with the reference."""
     if not comparisons:
         return ""
     with_setting = any(c.get("setting") for c in comparisons)
     columns = ["sparsity", "method", "ranker", "allocation", "structures", *(["setting"] if with_setting else [])]
     columns += ["pairs", "reference − this, top-1 mean ± std", "reference better / tied"]
     lines = [
-        f"## {'/'.join(reference)} against each other method, paired by seed",
+        f"## {'/'.join(reference)} against each other method, paired by seed ({split} top-1)",
         "",
         "Positive: the reference is better. Each pair shares its seed and so its dense model.",
         "",
@@ -256,9 +293,12 @@ def comparison_table(comparisons: Sequence[dict[str, Any]], reference: Sequence[
 
 
 def report_text(rows: Sequence[dict[str, Any]], reference: Sequence[str] = REFERENCE) -> str:
-    """``sweep_table.md``: the per-group table, then the paired comparison with the reference (if any)."""
-    comparison = comparison_table(paired_comparison(rows, reference), reference)
-    return markdown_table(aggregate(rows)) + (f"\n{comparison}" if comparison else "")
+    """``sweep_table.md``: the per-group table, then the paired comparison with the reference (if any), on
+    val and, where jobs were evaluated on it, on the held-out split."""
+    tables = [markdown_table(aggregate(rows))]
+    for split, metric in (("val", "val_top1"), (HELDOUT_SPLIT, "test_top1")):
+        tables.append(comparison_table(paired_comparison(rows, reference, metric), reference, split))
+    return "\n".join(t for t in tables if t)
 
 
 def parse_reference(text: str) -> tuple[str, ...]:
@@ -279,22 +319,31 @@ def _cell(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _mean_std(mean: float | None, std: float | None) -> str:
+    return "—" if mean is None else f"{mean:.4f} ± {std:.4f}"
+
+
 def markdown_table(groups: Sequence[dict[str, Any]]) -> str:
     """One line per group; a ``setting`` column only when jobs differ in more than the identity columns."""
     with_setting = any(g.get("setting") for g in groups)
+    with_test = any(g.get("test_mean") is not None for g in groups)
     columns = ["method", "ranker", "allocation", "structures", "sparsity", *(["setting"] if with_setting else [])]
     columns += ["runs", "val top-1 mean ± std", "per-seed top-1", "params", "FLOPs", "dense top-1"]
+    columns += [f"{HELDOUT_SPLIT} top-1 mean ± std", f"dense {HELDOUT_SPLIT} top-1"] if with_test else []
     header = "| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns) + "\n"
     lines = []
     for g in groups:
         seeds = ", ".join(f"s{seed}: {top1:.4f}" for seed, top1 in sorted(g["per_seed"].items())) or "—"
         runs = f"{g['runs']}" + (f" (+{g['failed']} failed)" if g["failed"] else "")
-        top1 = "—" if g["top1_mean"] is None else f"{g['top1_mean']:.4f} ± {g['top1_std']:.4f}"
+        top1 = _mean_std(g["top1_mean"], g["top1_std"])
         setting = f" {g['setting'] or '—'} |" if with_setting else ""
+        test = (
+            f" {_mean_std(g['test_mean'], g['test_std'])} | {_cell(g['dense_test_top1'], '.4f')} |" if with_test else ""
+        )
         lines.append(
             f"| {_method_cells(g)} | {g['sparsity']} |{setting} "
             f"{runs} | {top1} | {seeds} | {_cell(g['params'], ',.0f')} | {_cell(g['flops'], ',.0f')} "
-            f"| {_cell(g['dense_top1'], '.4f')} |"
+            f"| {_cell(g['dense_top1'], '.4f')} |{test}"
         )
     return header + "\n".join(lines) + "\n"
 
