@@ -67,7 +67,8 @@ def test_a_single_run_dir_is_evaluated_alone(sweep, heldout):
 
 def test_bad_paths_are_one_line_errors_that_write_nothing(sweep, tmp_path, capsys):
     assert main([str(tmp_path), "--root", str(SUBSET)]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path} is neither a finished run dir (summary.json) nor a sweep dir\n"
+    expected = f"error: {tmp_path} is neither a finished run dir (summary.json) nor a sweep dir\n"
+    assert capsys.readouterr().err == expected
     assert main([str(sweep / "0"), "--root", str(SUBSET), "--split", "holdout"]) == 2
     assert capsys.readouterr().err.startswith(f"error: --root={str(SUBSET)!r} has no 'holdout' folder")
     assert not (sweep / "0" / "eval_holdout.json").exists()

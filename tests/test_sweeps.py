@@ -73,7 +73,7 @@ def test_multirun_reports_every_job_and_survives_an_infeasible_one(tmp_path):
     assert "| gohsp | graph | global | both | 0.3 | 1 | " in table
     assert "| gohsp | random | global | both | 0.99 | 0 (+1 failed) | — |" in table
     graph_top1, random_top1 = (float(by_key[("0.3", r)]["val_top1"]) for r in ("graph", "random"))
-    assert "## gohsp/graph/global/both against each other method, paired by seed" in table
+    assert "## gohsp/graph/global/both against each other method, paired by seed (val top-1)" in table
     assert f"| 0.3 | gohsp | random | global | both | 1 | {graph_top1 - random_top1:+.4f} ± 0.0000 |" in table
     assert "| 0.99 | gohsp | random |" not in table  # failed jobs pair with nothing
 

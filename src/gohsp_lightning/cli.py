@@ -21,8 +21,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .config import ConfigError, RunConfig, from_hydra
+from .errors import one_line
 from .pipeline import run
-from .sweep_report import one_line, record_failure
+from .sweep_report import record_failure
 
 log = logging.getLogger("gohsp_lightning")
 
@@ -45,7 +46,7 @@ def compose_run(overrides: Sequence[str], output_dir: str | Path, conf_dir: Path
         with initialize_config_dir(str(conf_dir), version_base="1.3"):
             cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     except HydraException as err:
-        raise ConfigError(f"overrides: {str(err).strip().splitlines()[0]}") from None
+        raise ConfigError(f"overrides: {one_line(err)}") from None
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.runtime.cwd = str(Path.cwd())

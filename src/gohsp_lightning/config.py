@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import one_line
 from .pruning.rankers import RANKERS
 from .pruning.ranking import GraphOptions
 from .pruning.structures import structure_names, structures_label
@@ -226,7 +227,7 @@ def from_hydra(cfg: Any) -> RunConfig:
         run = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        first = str(err).splitlines()[0]
+        first = one_line(err)
         raise ConfigError(f"config key {key!r}: {first}" if key else f"config: {first}") from None
     validate(run)
     return run

@@ -27,10 +27,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from .errors import one_line
 from .pruning.export import load_pruned, read_config
 from .pruning.files import atomic_write_json
 from .pruning.quality import per_image_outcomes
-from .sweep_report import SUMMARY_FILE, build_report, eval_file, job_dirs, one_line
+from .sweep_report import SUMMARY_FILE, build_report, eval_file, job_dirs
 
 TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct")
 

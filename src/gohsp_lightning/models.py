@@ -10,6 +10,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from .config import ModelConfig
+from .errors import one_line
 from .pretrained import load_pretrained
 
 
@@ -35,8 +36,7 @@ def create_student(cfg: ModelConfig, weights: bool = True) -> nn.Module:
             source = f"model.checkpoint={cfg.checkpoint!r}"
         else:
             source = "the hub" if pretrained else "random init"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"could not build model.name={cfg.name!r} from {source}: {first}") from err
+        raise ValueError(f"could not build model.name={cfg.name!r} from {source}: {one_line(err)}") from err
 
 
 def create_teacher(name: str, num_classes: int, checkpoint: str | None) -> nn.Module:

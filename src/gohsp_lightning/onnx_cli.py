@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .errors import one_line
 from .pruning.onnx_export import export_onnx
 
 
@@ -29,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             args.pruned_dir, args.out, opset=args.opset, dynamic_batch=not args.static_batch, verify=not args.no_verify
         )
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
     return 0

@@ -39,6 +39,7 @@ from .callbacks import HeadRankingCallback, RankAgreementCallback
 from .config import ConfigError, RunConfig, to_dict
 from .console import quiet_third_party, stage_header, stage_result, summary_table
 from .data import CalibrationBatches, ImageDataModule, check_data_root, resolve_data_config
+from .errors import one_line
 from .models import create_student, create_teacher, freeze
 from .module import GohspModule
 from .pruning import (
@@ -60,7 +61,7 @@ from .pruning.latency import DTYPES as LATENCY_DTYPES
 from .pruning.latency import LatencyTable, cache_path, latency_budget, measure_latency_table, measure_model, table_key
 from .pruning.rankers import fixed_unit_scores, rank_heads
 from .pruning.structures import block_weights
-from .stages import LAST, ResumePoint, StageFiles, first_line, flat_settings, stage_order
+from .stages import LAST, ResumePoint, StageFiles, flat_settings, stage_order
 from .tracking import build_loggers, closing_loggers
 
 CHECKPOINT_TARGET = "lightning.pytorch.callbacks.ModelCheckpoint"
@@ -150,7 +151,7 @@ class Pipeline:
                 **ddp_without_buffer_broadcast(self.cfg.trainer.get("strategy")),
             )
         except InstantiationException as err:
-            raise ConfigError(f"trainer: {first_line(err.__cause__ or err)}") from None
+            raise ConfigError(f"trainer: {one_line(err.__cause__ or err)}") from None
 
     def _sync_csv_columns(self) -> None:
         """Teach each CSVLogger the columns its metrics.csv already has.

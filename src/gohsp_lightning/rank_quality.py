@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Subset
 from .cli import USER_ERRORS, compose_run
 from .config import RunConfig
 from .data import ImageDataModule, resolve_data_config
+from .errors import one_line
 from .models import create_student
 from .pruning import Budget, count_params, find_blocks
 from .pruning.activations import HeadStatistics, head_statistics
@@ -47,7 +48,6 @@ from .pruning.rankers import random_unit_scores, rank_heads
 from .pruning.ranking import CHAINS, SIMILARITIES, TELEPORTS, GraphOptions, graph_head_factor
 from .pruning.structures import block_weights
 from .pruning.units import BlockUnits
-from .sweep_report import one_line
 
 BASE_RANKERS = ("graph", "magnitude", "taylor", "random")
 

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ConfigError
+from .errors import one_line
 from .pruning.files import atomic_write, atomic_write_json
 from .pruning.structures import structures_label
 
@@ -40,11 +41,6 @@ def stage_order(method: str) -> list[str]:
     return ["dense", {"gohsp": "admm", "gates": "gates"}.get(method, "oneshot"), "finetune"]
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     """A Lightning checkpoint, loaded without pickle; a missing, truncated or foreign file is one-line error."""
     path = Path(path)
@@ -54,7 +50,7 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, safetensors file, ...: all surface differently
         raise ValueError(
-            f"{key}={str(path)!r} is not a readable checkpoint (truncated or corrupt?): {first_line(err)}"
+            f"{key}={str(path)!r} is not a readable checkpoint (truncated or corrupt?): {one_line(err)}"
         ) from None
     stage = checkpoint.get("hyper_parameters", {}).get("stage") if isinstance(checkpoint, dict) else None
     if stage is None or "state_dict" not in checkpoint:
@@ -139,7 +135,7 @@ class StageFiles:
         try:
             model.load_state_dict(load_file(str(path)), strict=True)
         except Exception as err:  # missing, truncated (SafetensorError) or not this model (RuntimeError)
-            raise ValueError(f"{path} cannot be loaded into the model: {first_line(err)}") from None
+            raise ValueError(f"{path} cannot be loaded into the model: {one_line(err)}") from None
 
     def checkpoint(self, stage: str) -> Path | None:
         """The newest checkpoint a stage left: ModelCheckpoint's ``last.ckpt`` or a SLURM ``hpc_ckpt_*.ckpt``."""

@@ -44,6 +44,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from .errors import one_line
 from .pruning.files import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,6 @@ REFERENCE = ("gohsp", "graph", "global", "both")
 # override that differs between jobs (an Optuna trial's alpha, rho, lr) is the job's "setting" and keeps it
 # apart from other settings in the table. (Hydra keeps ``hydra.*`` overrides out of a job's overrides.yaml.)
 IDENTITY_OVERRIDES = {"seed", "pruning", "sweep", *(f"pruning.{key}" for key in IDENTITY)}
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an error's message, or its type name when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def eval_file(split: str) -> str:
