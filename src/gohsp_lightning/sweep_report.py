@@ -46,6 +46,7 @@ from omegaconf import DictConfig
 
 from .errors import one_line
 from .pruning.files import atomic_write, atomic_write_json
+from .pruning.structures import structures_label
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,10 @@ def _config_identity(job: Path) -> dict[str, Any]:
     """Method, ranker, ... of a job that wrote no summary, from the config Hydra saved before it ran."""
     cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
     pruning = cfg.get("pruning") or {}
-    return {key: cfg.get("seed") if key == "seed" else pruning.get(key) for key in IDENTITY}
+    identity = {key: cfg.get("seed") if key == "seed" else pruning.get(key) for key in IDENTITY}
+    if identity["structures"] is not None:  # a list in the config, its label ("both") in a summary
+        identity["structures"] = structures_label(identity["structures"])
+    return identity
 
 
 def job_overrides(job: Path) -> list[str]:
