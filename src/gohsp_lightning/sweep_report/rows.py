@@ -1,0 +1,134 @@
+"""Job rows: one per job dir of a sweep, from its summary.json, its failure.json or its saved config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import one_line
+from ..pruning.files import atomic_write_json
+from ..pruning.structures import structures_label
+
+SUMMARY_FILE = "summary.json"
+
+
+FAILURE_FILE = "failure.json"
+
+
+CSV_FILE = "sweep_summary.csv"
+
+
+PLOT_FILE = "pareto.png"
+
+
+TABLE_FILE = "sweep_table.md"
+
+
+HELDOUT_SPLIT = "test"  # what the report shows beside val, from each job's eval_test.json
+
+
+EVAL_FILE = "eval_{split}.json"
+
+
+IDENTITY = ("method", "ranker", "allocation", "structures", "sparsity", "seed")
+
+
+COLUMNS = (
+    "job",
+    *IDENTITY,
+    "params",
+    "flops",
+    "val_top1",
+    "dense_top1",
+    "test_top1",
+    "dense_test_top1",
+    "dense_params",
+    "dense_flops",
+    "status",
+    "error",
+    "overrides",
+)
+
+
+GROUP = ("method", "ranker", "allocation", "structures")
+
+
+# What the paired comparison holds every other method against: GOHSP as the paper defines it.
+REFERENCE = ("gohsp", "graph", "global", "both")
+
+
+# Override keys that the identity columns already show, or that only choose a grid (``sweep=``); any other
+# override that differs between jobs (an Optuna trial's alpha, rho, lr) is the job's "setting" and keeps it
+# apart from other settings in the table. (Hydra keeps ``hydra.*`` overrides out of a job's overrides.yaml.)
+IDENTITY_OVERRIDES = {"seed", "pruning", "sweep", *(f"pruning.{key}" for key in IDENTITY)}
+
+
+def eval_file(split: str) -> str:
+    """The file :mod:`.evaluate` writes into a run dir for ``split``."""
+    return EVAL_FILE.format(split=split)
+
+
+def record_failure(job_dir: str | Path, error: BaseException) -> Path:
+    """Write ``failure.json`` into a job's output dir, so the report shows the job as a failed row."""
+    return atomic_write_json(Path(job_dir) / FAILURE_FILE, {"type": type(error).__name__, "error": one_line(error)})
+
+
+def _job_key(job: Path, sweep_dir: Path) -> tuple[Any, ...]:
+    parts = job.relative_to(sweep_dir).parts
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job dir under ``sweep_dir`` (a dir with Hydra's ``.hydra/config.yaml``), in job-number order."""
+    jobs = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")} - {sweep_dir}
+    return sorted(jobs, key=lambda job: _job_key(job, sweep_dir))
+
+
+def _config_identity(job: Path) -> dict[str, Any]:
+    """Method, ranker, ... of a job that wrote no summary, from the config Hydra saved before it ran."""
+    cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
+    pruning = cfg.get("pruning") or {}
+    identity = {key: cfg.get("seed") if key == "seed" else pruning.get(key) for key in IDENTITY}
+    if identity["structures"] is not None:  # a list in the config, its label ("both") in a summary
+        identity["structures"] = structures_label(identity["structures"])
+    return identity
+
+
+def job_overrides(job: Path) -> list[str]:
+    """The job's command-line and swept overrides (``key=value``), as Hydra saved them."""
+    path = job / ".hydra" / "overrides.yaml"
+    return [str(o) for o in (yaml.safe_load(path.read_text()) or [])] if path.is_file() else []
+
+
+def job_row(job: Path, sweep_dir: Path) -> dict[str, Any]:
+    """One CSV row: the job's summary, or its identity with ``status`` failed (and the error) or incomplete."""
+    row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
+    row["job"] = job.relative_to(sweep_dir).as_posix()
+    row["overrides"] = " ".join(job_overrides(job))
+    summary_path, failure_path = job / SUMMARY_FILE, job / FAILURE_FILE
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        row.update({key: summary.get(key, "") for key in IDENTITY})
+        row.update({key: summary["pruned"][key] for key in ("params", "flops", "val_top1")})
+        row.update({f"dense_{key}": summary["dense"][key] for key in ("params", "flops")})
+        row.update(dense_top1=summary["dense"]["val_top1"], status="ok")
+        heldout = job / eval_file(HELDOUT_SPLIT)
+        if heldout.is_file():
+            figures = json.loads(heldout.read_text())
+            row.update(test_top1=figures["pruned"]["top1"], dense_test_top1=figures["dense"]["top1"])
+        return row
+    row.update(_config_identity(job))
+    if failure_path.is_file():
+        failure = json.loads(failure_path.read_text())
+        row.update(status="failed", error=f"{failure['type']}: {failure['error']}")
+    else:
+        row.update(status="incomplete", error=f"no {SUMMARY_FILE} or {FAILURE_FILE} (still running or killed)")
+    return row
+
+
+def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    sweep_dir = Path(sweep_dir)
+    return [job_row(job, sweep_dir) for job in job_dirs(sweep_dir)]
