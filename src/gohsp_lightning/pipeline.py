@@ -21,6 +21,7 @@ import os
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -365,51 +366,83 @@ class Pipeline:
                 )
             elif ckpt_path == LAST:
                 rank_zero_warn(f"ckpt_path=last: {self.run_dir} holds no finished stage or checkpoint; starting anew")
-            top1 = self._dense_stage(model, dm, done)
+            top1 = self._dense_stage(model, dm)
             if p.method == "dense":
                 plan = PrunePlan.dense(find_blocks(model))
                 top1["pruned"] = top1["dense"]
             else:
                 teacher = self._teacher(model)  # the dense model, before ADMM
-                plan_stage = order[1]
-                if plan_stage in done:
-                    plan = PrunePlan.from_dict(done[plan_stage]["plan"])
-                    apply_plan(model, plan)
-                    self.files.load_weights(plan_stage, model)
-                    top1["before_finetune"] = done[plan_stage].get("val_top1")
-                else:
-                    plan = {"gohsp": self._admm_plan, "gates": self._gates_plan, "oneshot": self._oneshot_plan}[
-                        p.method
-                    ](model, dm, budget)
-                    apply_plan(model, plan)
-                    # what the cut itself costs: the hard-pruned model before any fine-tuning
-                    top1["before_finetune"] = self._fit(GohspModule(model, cfg, "finetune", plan=plan), dm, 0)
-                    self._finish(plan_stage, model, {"plan": plan.to_dict(), "val_top1": top1["before_finetune"]})
-                if "finetune" in done:
-                    self.files.load_weights("finetune", model)
-                    top1["pruned"] = float(done["finetune"]["val_top1"])
-                else:
-                    finetune = GohspModule(model, cfg, "finetune", teacher=teacher, plan=plan)
-                    top1["pruned"] = self._fit(finetune, dm, p.finetune_epochs)
-                    self._finish("finetune", model, {"val_top1": top1["pruned"]})
+                plan, top1["before_finetune"] = self._plan_stage(model, dm, budget, order[1])
+                top1["pruned"] = self._finetune_stage(model, dm, teacher, plan)
             return self._summary(model, plan, data_config, dense_params, dense_flops, top1)
 
-    def _dense_stage(self, model: nn.Module, dm: ImageDataModule, done: dict[str, Any]) -> dict[str, float | None]:
+    def _stage(
+        self,
+        stage: str,
+        model: nn.Module,
+        produce: Callable[[], dict[str, Any]],
+        shape: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """A stage's marker info: a finished stage's, its weights loaded into ``model`` (``shape`` first fits
+        the model to them, e.g. applies the stage's plan); else ``produce()`` runs the stage, which is finished."""
+        marker = self.resume.done.get(stage)
+        if marker is not None:
+            if shape is not None:
+                shape(marker)
+            self.files.load_weights(stage, model)
+            return marker
+        info = produce()
+        self._finish(stage, model, info)
+        return info
+
+    def _plan_stage(
+        self, model: nn.Module, dm: ImageDataModule, budget: Budget, stage: str
+    ) -> tuple[PrunePlan, float | None]:
+        """Load or make the plan (``admm``, ``gates`` or ``oneshot``) and cut ``model`` to it; returns the plan
+        and the cut model's val top-1 before any fine-tuning (what the cut itself costs)."""
+        make_plan = {"admm": self._admm_plan, "gates": self._gates_plan, "oneshot": self._oneshot_plan}[stage]
+
+        def cut() -> dict[str, Any]:
+            plan = make_plan(model, dm, budget)
+            apply_plan(model, plan)
+            return {
+                "plan": plan.to_dict(),
+                "val_top1": self._fit(GohspModule(model, self.cfg, "finetune", plan=plan), dm, 0),
+            }
+
+        info = self._stage(
+            stage, model, cut, shape=lambda marker: apply_plan(model, PrunePlan.from_dict(marker["plan"]))
+        )
+        return PrunePlan.from_dict(info["plan"]), info.get("val_top1")
+
+    def _finetune_stage(
+        self, model: nn.Module, dm: ImageDataModule, teacher: nn.Module | None, plan: PrunePlan
+    ) -> float:
+        """Load or run the KD fine-tune of the cut model; returns its val top-1."""
+
+        def train() -> dict[str, Any]:
+            finetune = GohspModule(model, self.cfg, "finetune", teacher=teacher, plan=plan)
+            return {"val_top1": self._fit(finetune, dm, self.cfg.pruning.finetune_epochs)}
+
+        return float(self._stage("finetune", model, train)["val_top1"])
+
+    def _dense_stage(self, model: nn.Module, dm: ImageDataModule) -> dict[str, float | None]:
         """Load or run the dense stage; returns val top-1 of the starting weights (``pretrained``, None when
         training starts from random init) and after the dense epochs (``dense``)."""
         cfg, p = self.cfg, self.cfg.pruning
-        if "dense" in done:
-            self.files.load_weights("dense", model)
-            return {"pretrained": done["dense"].get("pretrained_top1"), "dense": float(done["dense"]["val_top1"])}
         dense_epochs = p.dense_epochs + (p.admm_epochs + p.finetune_epochs if p.method == "dense" else 0)
-        pretrained = None
-        if cfg.model.has_weights and dense_epochs > 0:
-            pretrained = self._fit(GohspModule(model, cfg, "dense"), dm, 0)
-        dense = self._fit(GohspModule(model, cfg, "dense"), dm, dense_epochs)
-        if cfg.model.has_weights and dense_epochs == 0:
-            pretrained = dense
-        self._finish("dense", model, {"val_top1": dense, "pretrained_top1": pretrained})
-        return {"pretrained": pretrained, "dense": dense}
+
+        def train() -> dict[str, Any]:
+            pretrained = None
+            if cfg.model.has_weights and dense_epochs > 0:
+                pretrained = self._fit(GohspModule(model, cfg, "dense"), dm, 0)
+            dense = self._fit(GohspModule(model, cfg, "dense"), dm, dense_epochs)
+            if cfg.model.has_weights and dense_epochs == 0:
+                pretrained = dense
+            return {"val_top1": dense, "pretrained_top1": pretrained}
+
+        info = self._stage("dense", model, train)
+        return {"pretrained": info.get("pretrained_top1"), "dense": float(info["val_top1"])}
 
     def _summary(
         self,
