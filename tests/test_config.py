@@ -55,6 +55,7 @@ def test_paper_experiments_carry_the_paper_budgets(tmp_path):
         ("pruning.sparsity=abc", r"pruning.sparsity"),
         ("model.name=swin_tiny_patch4_window7_224", r"^model.name='swin_tiny_patch4_window7_224' is a timm swin_trans"),
         ("gates.lr=0", r"^gates.lr=0.0 must be > 0"),
+        ("gates.kind=concrete", r"^gates.kind='concrete' is not allowed; choose one of sigmoid, hard_concrete"),
         ("pruning.method=gates pruning.admm_epochs=0", r"^pruning.admm_epochs=0 with pruning.method=gates"),
         ("pruning.structures=[heads,channelz]", r"^pruning.structures=\['heads', 'channelz'\] is not allowed; choose"),
         (

@@ -154,11 +154,13 @@ def test_a_missing_data_root_is_reported_before_any_model_is_fetched(tmp_path):
         run(cfg)
 
 
-def test_learnable_gates_method_trains_gates_cuts_at_the_budget_and_exports(tmp_path):
+@pytest.mark.parametrize("kind", ["sigmoid", "hard_concrete"])
+def test_learnable_gates_method_trains_gates_cuts_at_the_budget_and_exports(kind, tmp_path):
     cfg = compose_run(
         [
             *FAST,
             "pruning.method=gates",
+            f"gates.kind={kind}",
             "pruning.dense_epochs=1",
             "pruning.admm_epochs=2",
             "pruning.finetune_epochs=1",

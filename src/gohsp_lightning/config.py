@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import one_line
+from .pruning.gates import GATE_KINDS
 from .pruning.rankers import RANKERS
 from .pruning.ranking import GraphOptions
 from .pruning.structures import structure_names, structures_label
@@ -148,6 +149,7 @@ class AdmmConfig:
 class GatesConfig:
     """``pruning.method=gates``: learnable gates trained with the loss for ``pruning.admm_epochs`` epochs."""
 
+    kind: str = "sigmoid"  # sigmoid | hard_concrete (stochastic in training, exactly 0 or 1 at the ends)
     init: float = 3.0  # starting logit of every gate: sigmoid(3) = 0.95, the model nearly unchanged
     lr: float = 0.1  # the gates' learning rate (their own optimizer group, no weight decay)
     penalty: float = 20.0  # weight of the budget penalty: the expected removal's shortfall / the dense total
@@ -274,6 +276,7 @@ def validate(cfg: RunConfig) -> None:
     for key in ("lr", "temperature_end"):
         if getattr(cfg.gates, key) <= 0:
             raise ConfigError(f"gates.{key}={getattr(cfg.gates, key)} must be > 0")
+    _check_choice("gates.kind", cfg.gates.kind, GATE_KINDS)
     if cfg.gates.penalty < 0 or cfg.gates.seed_spread < 0:
         raise ConfigError(
             f"gates.penalty={cfg.gates.penalty} and gates.seed_spread={cfg.gates.seed_spread} must be >= 0"

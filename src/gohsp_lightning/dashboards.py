@@ -136,10 +136,12 @@ class DashboardCallback(Callback):
         if gates is not None:
             values = gates.values()
             open_gates = {name: [int((g > 0.5).sum()) for g in per_block] for name, per_block in values.items()}
-            self.snapshots.append((f"{trainer.current_epoch}", open_gates["heads"], open_gates["neurons"]))
-            caption = f"head gates, epoch {trainer.current_epoch}"
-            image = score_heatmap([g.detach().tolist() for g in values["heads"]], caption)
-            wandb.log_image("dashboards/gate_values", [image], step=trainer.global_step, caption=[caption])
+            snapshot = (open_gates.get("heads", []), open_gates.get("neurons", []))  # heads-only: no neurons
+            self.snapshots.append((f"{trainer.current_epoch}", *snapshot))
+            if "heads" in values:
+                caption = f"head gates, epoch {trainer.current_epoch}"
+                image = score_heatmap([g.detach().tolist() for g in values["heads"]], caption)
+                wandb.log_image("dashboards/gate_values", [image], step=trainer.global_step, caption=[caption])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         wandb = self._wandb(trainer)

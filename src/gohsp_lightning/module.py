@@ -71,7 +71,9 @@ class GohspModule(L.LightningModule):
         self.admm = AdmmState(prunable_weights(self.blocks), cfg.admm.rho) if stage == "admm" else None
         p = cfg.pruning
         gated = stage == "gates"
-        self.gates = LearnableGates(self.blocks, cfg.gates.init, structures=p.structures) if gated else None
+        self.gates = (
+            LearnableGates(self.blocks, cfg.gates.init, structures=p.structures, kind=cfg.gates.kind) if gated else None
+        )
         num_classes = cfg.model.num_classes
         self.mixup = mixup_fn(cfg.data, num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")

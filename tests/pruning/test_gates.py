@@ -18,6 +18,7 @@ from gohsp_lightning.pruning import (
     save_pruned,
 )
 from gohsp_lightning.pruning.gates import (
+    GATE_KINDS,
     LearnableGates,
     budget_penalty,
     expected_removed,
@@ -57,10 +58,11 @@ def test_a_gate_at_exactly_zero_is_the_structure_removed(images):
     assert (gated - pruned).abs().max() <= 1e-5
 
 
-def test_folded_export_computes_what_the_gated_model_computed(images, tmp_path):
+@pytest.mark.parametrize("kind", GATE_KINDS)
+def test_folded_export_computes_what_the_gated_model_computed(kind, images, tmp_path):
     model = tiny_vit(seed=2)
     blocks = find_blocks(model)
-    gates = LearnableGates(blocks)
+    gates = LearnableGates(blocks, kind=kind).eval()  # hard-concrete: the deterministic evaluation gates
     torch.manual_seed(1)
     with torch.no_grad():
         for logit in gates.logits.values():
@@ -111,11 +113,13 @@ def real_batches(n: int = 128, batch: int = 32):
     return list(zip(x.split(batch), y.split(batch), strict=True))
 
 
-def test_gates_train_toward_the_budget_on_real_images():
+@pytest.mark.parametrize(("kind", "epochs"), [("sigmoid", 3), ("hard_concrete", 5)])
+def test_gates_train_toward_the_budget_on_real_images(kind, epochs):
+    """Hard-concrete gates start further from their threshold (P(gate != 0) = 0.996 at logit 3): more steps."""
     torch.manual_seed(0)
     model = tiny_vit().train()
     blocks = find_blocks(model)
-    gates = LearnableGates(blocks)
+    gates = LearnableGates(blocks, kind=kind)
     gates.attach(blocks)
     budget = Budget(0.4, count_params(model))
     start = float(expected_removed(gates, blocks, budget).detach())
@@ -123,7 +127,7 @@ def test_gates_train_toward_the_budget_on_real_images():
         [{"params": model.parameters(), "lr": 1e-3}, {"params": gates.parameters(), "lr": 0.3}]
     )
     before = {k: v.detach().clone() for k, v in gates.logits.items()}
-    for _ in range(3):
+    for _ in range(epochs):
         for x, y in real_batches():
             loss = F.cross_entropy(model(x), y) + 50.0 * budget_penalty(gates, blocks, budget)
             optimizer.zero_grad()
@@ -158,3 +162,25 @@ def test_only_the_competing_structures_are_gated(images):
     assert torch.equal(model.blocks[0].mlp.fc2.weight, tiny_vit(seed=2).blocks[0].mlp.fc2.weight)
     uniform = plan_from_gates(LearnableGates(blocks), blocks, Budget(0.4, budget.total), allocation="uniform")
     assert len(set(uniform.heads_per_block)) == 1  # the same share in every block
+
+
+def test_hard_concrete_gates_are_exactly_0_or_1_at_the_ends_and_their_keep_probability_is_the_sampled_one():
+    blocks = find_blocks(tiny_vit())
+    gates = LearnableGates(blocks, kind="hard_concrete", structures="heads")
+    with torch.no_grad():
+        gates.logits["heads_0"].copy_(torch.tensor([-6.0, -0.5, 0.5, 6.0]))
+    gates.eval()
+    assert gates.value("heads", 0)[0] == 0 and gates.value("heads", 0)[3] == 1  # exact, not 0.002 / 0.998
+    assert torch.equal(gates.forward_gate("heads", 0), gates.value("heads", 0))  # evaluation: no noise
+    gates.train()
+    torch.manual_seed(0)
+    samples = torch.stack([gates.forward_gate("heads", 0).detach() for _ in range(20000)])
+    assert samples.min() == 0 and samples.max() == 1
+    middle = samples[:, 1:3]
+    assert ((middle > 0) & (middle < 1)).any() and (middle == 0).any() and (middle == 1).any()
+    # the expected cost's keep probability is what the sampler does: P(gate != 0)
+    observed = (samples > 0).double().mean(0)
+    expected = gates.keep_probability("heads", 0).detach().double()
+    assert torch.allclose(observed, expected, atol=0.01), (observed, expected)
+    # and the cut orders by it: no ties where both ends are clamped
+    assert torch.all(expected[1:] > expected[:-1])

@@ -1,15 +1,25 @@
 """Learnable structured gates: one trainable gate per unit of every structure (head, MLP neuron, ...).
 
-A gate is ``sigmoid(logit / temperature)``, multiplied into the forward where its structure acts
-(:meth:`Structure.gate`), and trained with the task loss plus :func:`budget_penalty`, a differentiable
-expected cost that pushes the gates of cheap-to-lose units toward 0 until the budget is met in
-expectation. The cut (:func:`plan_from_gates`) then removes units in increasing gate value, through the
+A gate is multiplied into the forward where its structure acts (:meth:`Structure.gate`) and trained with
+the task loss plus :func:`budget_penalty`, a differentiable expected cost that pushes the gates of
+cheap-to-lose units toward 0 until the budget is met in expectation. Two kinds:
+
+* ``sigmoid``: ``sigmoid(logit / temperature)``, deterministic; its values may settle anywhere in (0, 1).
+* ``hard_concrete`` (Louizos et al., 2018, "Learning sparse neural networks through L0 regularization"): in
+  training a sample ``clamp(sigmoid((logit + logistic noise) / temperature) * 1.2 - 0.1, 0, 1)``, which is
+  exactly 0 or 1 with positive probability; the expected cost counts a unit by its probability of being
+  non-zero; in evaluation the deterministic ``clamp(sigmoid(logit) * 1.2 - 0.1, 0, 1)``. Gates end at 0 or 1,
+  so the cut changes less of what was trained.
+
+ The cut (:func:`plan_from_gates`) then removes units in increasing gate value, through the
 same projection as every other method, so the budget is met exactly; :func:`fold_gates` multiplies the
 kept units' gate values into the weights, so the pruned model computes what the gated model computed and
 the export carries no gate.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -20,16 +30,27 @@ from .projection import Allocation, Budget, Structures, UnitScores, project
 from .structures import STRUCTURES, structure_names
 from .units import BlockUnits
 
+GATE_KINDS = ("sigmoid", "hard_concrete")
+STRETCH = (-0.1, 1.1)  # hard-concrete's stretched interval (gamma, zeta): the tails beyond [0, 1] clamp
+
 
 class LearnableGates(nn.Module):
     """Gate logits ``<structure>_<block>`` as parameters (DDP keeps them equal on every rank like any weight),
     for the structures that compete for the budget only: the others are left as they are, like in every method."""
 
     def __init__(
-        self, blocks: list[BlockUnits], init: float = 3.0, temperature: float = 1.0, structures: Structures = "both"
+        self,
+        blocks: list[BlockUnits],
+        init: float = 3.0,
+        temperature: float = 1.0,
+        structures: Structures = "both",
+        kind: str = "sigmoid",
     ) -> None:
-        """``init``: the starting logit (3.0: every gate at 0.95, the model almost unchanged)."""
+        """``init``: the starting logit (3.0: every sigmoid gate at 0.95, every hard-concrete gate at 1)."""
         super().__init__()
+        if kind not in GATE_KINDS:
+            raise ValueError(f"gates.kind={kind!r} is not one of {', '.join(GATE_KINDS)}")
+        self.kind = kind
         self.num_blocks = len(blocks)
         self.names = structure_names(structures)
         self.logits = nn.ParameterDict(
@@ -42,9 +63,29 @@ class LearnableGates(nn.Module):
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self._handles: list[RemovableHandle] = []
 
+    def forward_gate(self, structure: str, block: int) -> torch.Tensor:
+        """What the forward multiplies in: a hard-concrete sample in training, else :meth:`value`."""
+        logit = self.logits[f"{structure}_{block}"]
+        if self.kind == "sigmoid" or not self.training:
+            return self.value(structure, block)
+        u = torch.rand_like(logit).clamp(1e-6, 1 - 1e-6)
+        return _stretch(torch.sigmoid((logit + u.log() - (-u).log1p()) / self.temperature))
+
     def value(self, structure: str, block: int) -> torch.Tensor:
-        """The gates of ``structure`` (a gated one) in ``block``, in (0, 1)."""
-        return torch.sigmoid(self.logits[f"{structure}_{block}"] / self.temperature)
+        """The deterministic gates of ``structure`` (a gated one) in ``block``, in [0, 1]: the evaluation gates."""
+        logit = self.logits[f"{structure}_{block}"]
+        if self.kind == "sigmoid":
+            return torch.sigmoid(logit / self.temperature)
+        return _stretch(torch.sigmoid(logit))
+
+    def keep_probability(self, structure: str, block: int) -> torch.Tensor:
+        """The probability that a unit's gate is not 0 (sigmoid: the gate itself): the expected cost counts it,
+        and the cut keeps units in decreasing order of it (no ties at the clamped ends)."""
+        logit = self.logits[f"{structure}_{block}"]
+        if self.kind == "sigmoid":
+            return self.value(structure, block)
+        low, high = STRETCH
+        return torch.sigmoid(logit - self.temperature * math.log(-low / high))
 
     def values(self) -> dict[str, list[torch.Tensor]]:
         return {name: [self.value(name, i) for i in range(self.num_blocks)] for name in self.names}
@@ -68,7 +109,7 @@ class LearnableGates(nn.Module):
         self.detach()
         for b in blocks:
             for name in self.names:
-                self._handles.append(STRUCTURES[name].gate(b, lambda name=name, i=b.index: self.value(name, i)))
+                self._handles.append(STRUCTURES[name].gate(b, lambda name=name, i=b.index: self.forward_gate(name, i)))
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -76,12 +117,18 @@ class LearnableGates(nn.Module):
         self._handles.clear()
 
 
+def _stretch(s: torch.Tensor) -> torch.Tensor:
+    low, high = STRETCH
+    return (s * (high - low) + low).clamp(0.0, 1.0)
+
+
 def expected_removed(gates: LearnableGates, blocks: list[BlockUnits], budget: Budget) -> torch.Tensor:
-    """``sum cost * (1 - gate)`` over the gated (competing) structures: what the gates remove in expectation."""
+    """``sum cost * (1 - P(gate != 0))`` over the gated (competing) structures: what the gates remove in
+    expectation."""
     total = torch.zeros(())
     for name in gates.names:
         for b in blocks:
-            total = total + budget.cost(name, b) * (1 - gates.value(name, b.index)).sum()
+            total = total + budget.cost(name, b) * (1 - gates.keep_probability(name, b.index)).sum()
     return total
 
 
@@ -98,14 +145,15 @@ def plan_from_gates(
     round_to: int = 1,
     allocation: Allocation = "global",
 ) -> PrunePlan:
-    """The cut: units of the gated structures removed in increasing gate value until the budget is met exactly
-    (the projection's guarantee), ignoring cost: scoring a unit ``sqrt(gate * cost)`` makes its density the gate.
+    """The cut: units of the gated structures removed in increasing keep probability (the gate value, for sigmoid
+    gates) until the budget is met exactly (the projection's guarantee), ignoring cost: scoring a unit
+    ``sqrt(p * cost)`` makes its density ``p``.
     ``allocation="uniform"``: the same share in every block, the highest gates kept."""
     with torch.no_grad():
         scores = {
             name: [
                 (
-                    gates.value(name, b.index).double()
+                    gates.keep_probability(name, b.index).double()
                     if name in gates.names
                     else torch.ones(s.size(b), dtype=torch.float64)
                 )
@@ -125,6 +173,7 @@ def fold_gates(gates: LearnableGates, blocks: list[BlockUnits], plan: PrunePlan)
     the gates. After :func:`~.surgery.apply_plan` with ``plan``, the model computes without any hook what the
     gated model computed with the units the plan drops gated to exactly 0."""
     gates.detach()
+    gates.eval()  # the deterministic gates: what the gated model computes in evaluation
     keep = plan.keep_masks(blocks)
     with torch.no_grad():
         for b in blocks:
