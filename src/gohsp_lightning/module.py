@@ -39,8 +39,23 @@ from .pruning import (
 from .pruning.gates import LearnableGates, budget_penalty, expected_removed
 from .pruning.projection import removed_cost
 from .pruning.rankers import fixed_unit_scores
+from .pruning.units import BlockUnits
 
 STAGES = ("dense", "admm", "gates", "finetune")
+
+
+def projection_options(cfg: RunConfig, blocks: list[BlockUnits], budget: Budget) -> dict[str, Any]:
+    """:func:`~.pruning.projection.project`'s options from the config, built in this one place for every method
+    (the head scores aside: they come from the ranking)."""
+    p = cfg.pruning
+    return {
+        "alpha": p.alpha,
+        "allocation": p.allocation,
+        "structures": p.structures,
+        "round_to": p.round_to,
+        "compete": p.compete,
+        "fixed_scores": fixed_unit_scores(p.ranker, blocks, budget, cfg.seed),
+    }
 
 
 class GohspModule(L.LightningModule):
@@ -104,18 +119,8 @@ class GohspModule(L.LightningModule):
 
     def projector(self) -> StructuredProjector:
         """``Proj_S`` with the current head scores; ``pruning.ranker=random`` fixes the order from the seed."""
-        p = self.cfg.pruning
-        return StructuredProjector(
-            self.blocks,
-            self.budget,
-            head_scores=self.head_score_list(),
-            alpha=p.alpha,
-            allocation=p.allocation,
-            structures=p.structures,
-            round_to=p.round_to,
-            compete=p.compete,
-            fixed_scores=fixed_unit_scores(p.ranker, self.blocks, self.budget, self.cfg.seed),
-        )
+        options = projection_options(self.cfg, self.blocks, self.budget)
+        return StructuredProjector(self.blocks, self.budget, head_scores=self.head_score_list(), **options)
 
     def final_plan(self) -> PrunePlan:
         """The hard-prune plan: the projection of the trained weights W (not W + U)."""

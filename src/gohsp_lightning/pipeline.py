@@ -42,7 +42,7 @@ from .console import quiet_third_party, stage_header, stage_result, summary_tabl
 from .data import CalibrationBatches, ImageDataModule, check_data_root, resolve_data_config
 from .errors import one_line
 from .models import create_student, create_teacher, freeze
-from .module import GohspModule
+from .module import GohspModule, projection_options
 from .pruning import (
     Budget,
     PrunePlan,
@@ -60,7 +60,7 @@ from .pruning.flops import macs
 from .pruning.gates import fold_gates, plan_from_gates
 from .pruning.latency import DTYPES as LATENCY_DTYPES
 from .pruning.latency import LatencyTable, cache_path, latency_budget, measure_latency_table, measure_model, table_key
-from .pruning.rankers import fixed_unit_scores, rank_heads
+from .pruning.rankers import rank_heads
 from .pruning.structures import block_weights
 from .stages import LAST, ResumePoint, StageFiles, flat_settings, stage_order
 from .tracking import build_loggers, closing_loggers
@@ -309,19 +309,7 @@ class Pipeline:
             cfg.ranking.graph_options(),
         )
         weights = [block_weights(b) for b in blocks]
-        p = cfg.pruning
-        return project(
-            blocks,
-            weights,
-            budget,
-            scores,
-            p.alpha,
-            p.allocation,
-            p.structures,
-            round_to=p.round_to,
-            compete=p.compete,
-            fixed_scores=fixed_unit_scores(p.ranker, blocks, budget, cfg.seed),
-        )
+        return project(blocks, weights, budget, scores, **projection_options(cfg, blocks, budget))
 
     # ----------------------------------------------------------------- the run
     def run(self) -> dict[str, Any]:
