@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from gohsp_lightning.config import DataConfig
-from gohsp_lightning.data import ImageDataModule, resolve_data_config
-from gohsp_lightning.evaluate import TRANSFORM_KEYS, evaluate_model, split_dataset
+from gohsp_lightning.data import TRANSFORM_KEYS, ImageDataModule, resolve_data_config
+from gohsp_lightning.evaluate import evaluate_model, split_dataset
 from gohsp_lightning.pretrained import sha256_hex
 from gohsp_lightning.pruning import find_blocks
 from gohsp_lightning.pruning.activations import head_statistics

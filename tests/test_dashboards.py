@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import pytest
 from lightning.pytorch.loggers import CSVLogger
 
 from gohsp_lightning.callbacks import HeadRankingCallback
@@ -53,15 +54,20 @@ def test_pipeline_logs_dashboards_to_offline_wandb(tmp_path):
     assert all(1 <= row[2] <= 4 and 1 <= row[4] <= 256 for row in admm["data"])
 
 
-def test_gates_method_logs_its_gates_to_offline_wandb(tmp_path):
+@pytest.mark.parametrize("structures", ["both", "neurons"])
+def test_gates_method_logs_its_gates_to_offline_wandb(structures, tmp_path):
     fast = [o for o in FAST if not o.startswith(("logger=", "callbacks="))]
-    run(compose_run([*fast, *SHORT, "pruning.method=gates", "logger=wandb", "callbacks=dashboards"], tmp_path))
+    gates_run = ["pruning.method=gates", f"pruning.structures={structures}", "logger=wandb", "callbacks=dashboards"]
+    run(compose_run([*fast, *SHORT, *gates_run], tmp_path))
     files = media(tmp_path)
     images = {p.name.rsplit("_", 2)[0] for p in (files / "images" / "dashboards").glob("*.png")}
-    assert images == {"gate_values", "gates_structure", "final_structure"}
+    head_gates = {"gate_values"} if structures == "both" else set()  # the heatmap of head gates, when gated
+    assert images == {*head_gates, "gates_structure", "final_structure"}
     gates = table(files, "gates_structure_table")
     assert [row[0] for row in gates["data"][::3]] == ["0", "1"]  # open gates after each epoch
     assert all(0 <= row[2] <= 4 and 0 <= row[4] <= 256 for row in gates["data"])
+    if structures == "neurons":  # heads not gated: all kept
+        assert all(row[2] == 4 for row in gates["data"])
 
 
 def test_dashboards_do_nothing_without_wandb(tmp_path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 
 from gohsp_lightning.evaluate import main
-from gohsp_lightning.sweep_report import paired_comparison, report_text
+from gohsp_lightning.sweep_report import build_report, paired_comparison, report_text
 
 from .conftest import FAST, SUBSET
 from .test_sweeps import report_row, run_py
@@ -87,3 +88,24 @@ def test_the_paired_test_comparison_uses_only_jobs_with_test_figures():
     assert on_val["pairs"] == 2 and on_val["diff_mean"] == pytest.approx(0.035)
     text = report_text(rows)
     assert "| 0.4 | gohsp | random | global | both | 1 | +0.0800 ± 0.0000 | 1/1 better, 0 tied |" in text
+
+
+def test_figures_of_an_earlier_run_in_the_same_dir_are_not_reported(sweep, heldout, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    assert main([str(copy), "--root", str(heldout)]) == 0
+    summary = copy / "1" / "summary.json"
+    summary.write_text(summary.read_text().replace("{", '{"rerun": true, ', 1))  # the job was run again
+    build_report(copy)
+    rows = {r["job"]: r for r in csv.DictReader((copy / "sweep_summary.csv").open())}
+    assert rows["0"]["test_top1"] != "" and rows["1"]["test_top1"] == ""
+
+
+def test_a_truncated_starting_model_is_a_one_line_error(sweep, heldout, tmp_path, capsys):
+    job = tmp_path / "job"
+    shutil.copytree(sweep / "0", job, ignore=shutil.ignore_patterns("eval_*.json"))
+    weights = job / "stages" / "dense.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert main([str(job), "--root", str(heldout)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {weights} cannot be loaded as the run's dense model")
+    assert not (job / "eval_test.json").exists()

@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from .callbacks import HeadRankingCallback
 from .pruning import PrunePlan, count_flops, count_params
+from .pruning.structures import STRUCTURES
 
 Snapshot = tuple[str, list[int], list[int]]  # (label, kept heads per block, kept MLP neurons per block)
 
@@ -135,9 +136,14 @@ class DashboardCallback(Callback):
         gates = getattr(pl_module, "gates", None)
         if gates is not None:
             values = gates.values()
-            open_gates = {name: [int((g > 0.5).sum()) for g in per_block] for name, per_block in values.items()}
-            snapshot = (open_gates.get("heads", []), open_gates.get("neurons", []))  # heads-only: no neurons
-            self.snapshots.append((f"{trainer.current_epoch}", *snapshot))
+            blocks = pl_module.blocks
+            open_gates = {  # a structure without gates (pruning.structures=heads, say) keeps every unit
+                name: [int((g > 0.5).sum()) for g in values[name]]
+                if name in values
+                else [STRUCTURES[name].size(b) for b in blocks]
+                for name in ("heads", "neurons")
+            }
+            self.snapshots.append((f"{trainer.current_epoch}", open_gates["heads"], open_gates["neurons"]))
             if "heads" in values:
                 caption = f"head gates, epoch {trainer.current_epoch}"
                 image = score_heatmap([g.detach().tolist() for g in values["heads"]], caption)

@@ -36,6 +36,15 @@ def resolve_data_config(cfg: DataConfig, model: torch.nn.Module) -> dict[str, An
     return data_config
 
 
+TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct")  # what the eval transform reads
+
+
+def eval_transform(data_config: dict[str, Any]) -> Any:
+    """timm's evaluation transform for ``data_config`` (resize, centre crop at ``crop_pct``, normalise): what
+    validation, the held-out evaluation and the shipped model's card all measure with."""
+    return timm.data.create_transform(**{k: data_config[k] for k in TRANSFORM_KEYS}, is_training=False)
+
+
 def check_data_root(cfg: DataConfig, splits: Sequence[str] | None = None) -> None:
     """Raise a one-line FileNotFoundError if ``data.root`` (or a split folder of it) is missing.
 
@@ -76,16 +85,10 @@ class ImageDataModule(L.LightningDataModule):
 
     def _transform(self, training: bool) -> Any:
         dc = self.data_config
-        common = {
-            "input_size": dc["input_size"],
-            "interpolation": dc["interpolation"],
-            "mean": dc["mean"],
-            "std": dc["std"],
-        }
         if not training:
-            return timm.data.create_transform(**common, is_training=False, crop_pct=dc["crop_pct"])
+            return eval_transform(dc)
         return timm.data.create_transform(
-            **common,
+            **{k: dc[k] for k in TRANSFORM_KEYS if k != "crop_pct"},
             is_training=True,
             scale=tuple(self.cfg.scale),
             hflip=self.cfg.hflip,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,13 +28,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from .data import TRANSFORM_KEYS, eval_transform
 from .errors import one_line
 from .pruning.export import load_pruned, read_config
 from .pruning.files import atomic_write_json
 from .pruning.quality import per_image_outcomes
-from .sweep_report import SUMMARY_FILE, build_report, eval_file, job_dirs
-
-TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct")
+from .sweep_report import SUMMARY_FILE, build_report, eval_file, job_dirs, summary_digest
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,7 @@ def split_dataset(root: str | Path, split: str, data_config: dict[str, Any]) -> 
     folder = Path(root) / split
     if not folder.is_dir():
         raise FileNotFoundError(f"--root={str(root)!r} has no {split!r} folder (ImageFolder layout: {folder}/<class>/)")
-    transform = timm.data.create_transform(**{k: data_config[k] for k in TRANSFORM_KEYS}, is_training=False)
-    return ImageFolder(str(folder), transform=transform)
+    return ImageFolder(str(folder), transform=eval_transform(data_config))
 
 
 def evaluate_model(model: nn.Module, dataset: ImageFolder, batch_size: int = 500) -> Outcome:
@@ -61,15 +60,22 @@ def evaluate_model(model: nn.Module, dataset: ImageFolder, batch_size: int = 500
     return Outcome(top1=float(correct.mean()), ce=float(losses.mean()), images=int(correct.numel()))
 
 
-def starting_model(run_dir: Path, export: dict[str, Any]) -> tuple[nn.Module, str]:
-    """The dense model a run pruned (its ``dense`` stage weights) and the sha256 of those weights."""
+def starting_weights(run_dir: Path) -> bytes:
+    """The safetensors bytes of the dense model a run pruned (its ``dense`` stage weights)."""
     path = run_dir / "stages" / "dense.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no stages/dense.safetensors (the weights the run started pruning from)")
-    data = path.read_bytes()
+    return path.read_bytes()
+
+
+def starting_model(data: bytes, export: dict[str, Any], source: Path) -> nn.Module:
+    """The dense architecture of ``export`` with the weights ``data`` (read from ``source``), in eval mode."""
     model = timm.create_model(export["model_name"], pretrained=False, **export["model_kwargs"])
-    model.load_state_dict(load(data), strict=True)
-    return model.eval(), hashlib.sha256(data).hexdigest()
+    try:
+        model.load_state_dict(load(data), strict=True)
+    except Exception as err:  # truncated (SafetensorError) or another model's weights (RuntimeError)
+        raise ValueError(f"{source} cannot be loaded as the run's dense model: {one_line(err)}") from None
+    return model.eval()
 
 
 def run_dirs(paths: Sequence[Path]) -> list[Path]:
@@ -87,11 +93,12 @@ def run_dirs(paths: Sequence[Path]) -> list[Path]:
 
 
 class Evaluator:
-    """Evaluates runs on one split; the starting model of many runs (one pretrained model) is measured once."""
+    """Evaluates runs on one split; the starting model of many runs (one pretrained model, one transform) is
+    measured once."""
 
     def __init__(self, root: Path, split: str, batch_size: int) -> None:
         self.root, self.split, self.batch_size = root, split, batch_size
-        self.starting: dict[str, Outcome] = {}
+        self.starting: dict[tuple[str, str], Outcome] = {}
 
     def _outcome(self, model: nn.Module, data_config: dict[str, Any]) -> Outcome:
         return evaluate_model(model, split_dataset(self.root, self.split, data_config), self.batch_size)
@@ -100,14 +107,18 @@ class Evaluator:
         """Evaluate one run and write its ``eval_<split>.json``; returns what was written."""
         export = read_config(run_dir / "pruned")
         data_config = export["data_config"]
-        dense, digest = starting_model(run_dir, export)
-        if digest not in self.starting:
-            self.starting[digest] = self._outcome(dense, data_config)
+        weights = starting_weights(run_dir)
+        digest = hashlib.sha256(weights).hexdigest()
+        key = (digest, json.dumps({k: data_config[k] for k in TRANSFORM_KEYS}, sort_keys=True))
+        if key not in self.starting:
+            dense = starting_model(weights, export, run_dir / "stages" / "dense.safetensors")
+            self.starting[key] = self._outcome(dense, data_config)
         result = {
             "split": self.split,
             "root": str(self.root),
+            "summary_sha256": summary_digest(run_dir),  # the report ignores this file once the run is redone
             "pruned": asdict(self._outcome(load_pruned(run_dir / "pruned"), data_config)),
-            "dense": {**asdict(self.starting[digest]), "sha256": digest},
+            "dense": {**asdict(self.starting[key]), "sha256": digest},
         }
         atomic_write_json(run_dir / eval_file(self.split), result)
         return result

@@ -11,7 +11,7 @@ cheap-to-lose units toward 0 until the budget is met in expectation. Two kinds:
   non-zero; in evaluation the deterministic ``clamp(sigmoid(logit) * 1.2 - 0.1, 0, 1)``. Gates end at 0 or 1,
   so the cut changes less of what was trained.
 
- The cut (:func:`plan_from_gates`) then removes units in increasing gate value, through the
+The cut (:func:`plan_from_gates`) then removes units in increasing keep probability, through the
 same projection as every other method, so the budget is met exactly; :func:`fold_gates` multiplies the
 kept units' gate values into the weights, so the pruned model computes what the gated model computed and
 the export carries no gate.
@@ -173,7 +173,6 @@ def fold_gates(gates: LearnableGates, blocks: list[BlockUnits], plan: PrunePlan)
     the gates. After :func:`~.surgery.apply_plan` with ``plan``, the model computes without any hook what the
     gated model computed with the units the plan drops gated to exactly 0."""
     gates.detach()
-    gates.eval()  # the deterministic gates: what the gated model computes in evaluation
     keep = plan.keep_masks(blocks)
     with torch.no_grad():
         for b in blocks:

@@ -31,7 +31,7 @@ from .callback import SweepReport
 from .cli import main
 from .plot import pareto_front
 from .report import build_report, write_report
-from .rows import SUMMARY_FILE, collect_rows, eval_file, job_dirs, record_failure
+from .rows import SUMMARY_FILE, collect_rows, eval_file, job_dirs, record_failure, summary_digest
 from .stats import aggregate, paired_comparison, settings
 from .tables import report_text
 
@@ -49,5 +49,6 @@ __all__ = [
     "record_failure",
     "report_text",
     "settings",
+    "summary_digest",
     "write_report",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ REFERENCE = ("gohsp", "graph", "global", "both")
 IDENTITY_OVERRIDES = {"seed", "pruning", "sweep", *(f"pruning.{key}" for key in IDENTITY)}
 
 
+def summary_digest(job: Path) -> str:
+    """sha256 of a job's ``summary.json``: an eval file that names another digest belongs to an earlier run."""
+    return hashlib.sha256((job / SUMMARY_FILE).read_bytes()).hexdigest()
+
+
 def eval_file(split: str) -> str:
     """The file :mod:`.evaluate` writes into a run dir for ``split``."""
     return EVAL_FILE.format(split=split)
@@ -116,8 +122,8 @@ def job_row(job: Path, sweep_dir: Path) -> dict[str, Any]:
         row.update({f"dense_{key}": summary["dense"][key] for key in ("params", "flops")})
         row.update(dense_top1=summary["dense"]["val_top1"], status="ok")
         heldout = job / eval_file(HELDOUT_SPLIT)
-        if heldout.is_file():
-            figures = json.loads(heldout.read_text())
+        figures = json.loads(heldout.read_text()) if heldout.is_file() else {}
+        if figures.get("summary_sha256") == summary_digest(job):  # not the figures of an earlier run here
             row.update(test_top1=figures["pruned"]["top1"], dense_test_top1=figures["dense"]["top1"])
         return row
     row.update(_config_identity(job))
