@@ -10,20 +10,23 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from .errors import one_line
 from .pruning.gates import GATE_KINDS
+from .pruning.latency import DTYPES
+from .pruning.projection import Allocation, Compete, Unit
 from .pruning.rankers import RANKERS
 from .pruning.ranking import GraphOptions
 from .pruning.structures import structure_names, structures_label
 from .pruning.units import check_family
 
 METHODS = ("gohsp", "oneshot", "gates", "dense")
-ALLOCATIONS = ("global", "uniform")
-COMPETE = ("balanced", "raw")
-BUDGET_UNITS = ("params", "flops", "latency")
-LATENCY_DTYPES = ("fp32", "bf16", "fp16")
+# the core's own choices, not copies: a value added there is allowed here
+ALLOCATIONS: tuple[str, ...] = get_args(Allocation)
+COMPETE: tuple[str, ...] = get_args(Compete)
+BUDGET_UNITS: tuple[str, ...] = get_args(Unit)
+LATENCY_DTYPES = tuple(DTYPES)
 DATASETS = ("imagefolder", "cifar10")
 TEACHERS_KD = ("soft", "hard")
 STEP_ON = ("epoch", "step")
