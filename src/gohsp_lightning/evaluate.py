@@ -33,7 +33,8 @@ from .errors import one_line
 from .pruning.export import load_pruned, read_config
 from .pruning.files import atomic_write_json
 from .pruning.quality import per_image_outcomes
-from .sweep_report import SUMMARY_FILE, build_report, eval_file, job_dirs, summary_digest
+from .summary import SUMMARY_FILE
+from .sweep_report import build_report, eval_file, job_dirs, summary_digest
 
 
 @dataclass(frozen=True)

@@ -56,13 +56,13 @@ from .pruning import (
     save_pruned,
 )
 from .pruning.files import atomic_write_json
-from .pruning.flops import macs
 from .pruning.gates import fold_gates, plan_from_gates
 from .pruning.latency import DTYPES as LATENCY_DTYPES
 from .pruning.latency import LatencyTable, cache_path, latency_budget, measure_latency_table, measure_model, table_key
 from .pruning.rankers import rank_heads
 from .pruning.structures import block_weights
 from .stages import LAST, ResumePoint, StageFiles, flat_settings, stage_order
+from .summary import SUMMARY_FILE, Top1, build_summary
 from .tracking import build_loggers, closing_loggers
 
 CHECKPOINT_TARGET = "lightning.pytorch.callbacks.ModelCheckpoint"
@@ -447,56 +447,20 @@ class Pipeline:
         model = model.cpu().eval()
         params, flops = count_params(model), count_flops(model, tuple(data_config["input_size"]))
         export_dir = self.run_dir / "pruned"
-        summary = {
-            "experiment": cfg.name,
-            "model": cfg.model.name,
-            "method": cfg.pruning.method,
-            "ranker": cfg.pruning.ranker,
-            "allocation": cfg.pruning.allocation,
-            "structures": cfg.pruning.structures_label,
-            "budget": cfg.pruning.budget,
-            "sparsity": cfg.pruning.sparsity,
-            "seed": cfg.seed,
-            # the same for every method of a comparison: dense and oneshot fold the ADMM epochs into theirs
-            "total_epochs": cfg.pruning.dense_epochs + cfg.pruning.admm_epochs + cfg.pruning.finetune_epochs,
-            # flops: a multiply-add counts 2; macs: counts 1 (what published ViT tables call FLOPs)
-            "dense": {
-                "params": dense_params,
-                "flops": dense_flops,
-                "macs": macs(dense_flops),
-                "val_top1": top1["dense"],
-            },
-            "pruned": {
-                "params": params,
-                "flops": flops,
-                "macs": macs(flops),
-                "val_top1": top1["pruned"],
-                "heads_per_block": plan.heads_per_block,
-                "mlp_hidden_per_block": plan.mlp_hidden_per_block,
-            },
-            "param_reduction": 1 - params / dense_params,
-            "flops_reduction": 1 - flops / dense_flops,
-            "export_dir": str(export_dir),
-            "pretrained": (
-                None
-                if top1["pretrained"] is None
-                else {
-                    "params": dense_params,
-                    "flops": dense_flops,
-                    "macs": macs(dense_flops),
-                    "val_top1": top1["pretrained"],
-                }
-            ),
-            "pruned_before_finetune": (
-                None if top1.get("before_finetune") is None else {"params": params, "val_top1": top1["before_finetune"]}
-            ),
-            "ranks_agree": self._ranks_report(stage_order(cfg.pruning.method)),
-            "latency": self._latency_summary(model, plan),
-        }
+        summary = build_summary(
+            cfg,
+            plan,
+            dense=(dense_params, dense_flops),
+            pruned=(params, flops),
+            top1=Top1(**top1),
+            export_dir=str(export_dir),
+            ranks_agree=self._ranks_report(stage_order(cfg.pruning.method)),
+            latency=self._latency_summary(model, plan),
+        )
         if rank_zero_only.rank == 0:
             kwargs = {**cfg.model.kwargs, "num_classes": cfg.model.num_classes}
             save_pruned(export_dir, model, plan, cfg.model.name, kwargs, data_config, extra={"summary": summary})
-            atomic_write_json(self.run_dir / "summary.json", summary)
+            atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
             rank_zero_info(summary_table(summary))
         return summary
 

@@ -26,6 +26,7 @@ from .config import ConfigError
 from .errors import one_line
 from .pruning.files import atomic_write, atomic_write_json
 from .pruning.structures import structures_label
+from .summary import SUMMARY_FILE
 
 LAST = "last"
 # Settings that decide what a finished stage produced; a resumed run must not change them.
@@ -145,7 +146,7 @@ class StageFiles:
 
     def holds_a_run(self) -> str | None:
         """The first file that shows an earlier run wrote here (a fresh run must not overwrite it)."""
-        for path in (self.run_dir / "summary.json", *sorted(self.dir.glob("*.json"))):
+        for path in (self.run_dir / SUMMARY_FILE, *sorted(self.dir.glob("*.json"))):
             if path.is_file():
                 return str(path)
         return None

@@ -12,9 +12,7 @@ import yaml
 from ..errors import one_line
 from ..pruning.files import atomic_write_json
 from ..pruning.structures import structures_label
-
-SUMMARY_FILE = "summary.json"
-
+from ..summary import IDENTITY, SUMMARY_FILE, report_fields
 
 FAILURE_FILE = "failure.json"
 
@@ -32,9 +30,6 @@ HELDOUT_SPLIT = "test"  # what the report shows beside val, from each job's eval
 
 
 EVAL_FILE = "eval_{split}.json"
-
-
-IDENTITY = ("method", "ranker", "allocation", "structures", "sparsity", "seed")
 
 
 COLUMNS = (
@@ -117,10 +112,7 @@ def job_row(job: Path, sweep_dir: Path) -> dict[str, Any]:
     summary_path, failure_path = job / SUMMARY_FILE, job / FAILURE_FILE
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        row.update({key: summary.get(key, "") for key in IDENTITY})
-        row.update({key: summary["pruned"][key] for key in ("params", "flops", "val_top1")})
-        row.update({f"dense_{key}": summary["dense"][key] for key in ("params", "flops")})
-        row.update(dense_top1=summary["dense"]["val_top1"], status="ok")
+        row.update(report_fields(summary), status="ok")
         heldout = job / eval_file(HELDOUT_SPLIT)
         figures = json.loads(heldout.read_text()) if heldout.is_file() else {}
         if figures.get("summary_sha256") == summary_digest(job):  # not the figures of an earlier run here
