@@ -10,6 +10,9 @@ uninterrupted one drew.
 Under DDP every rank runs every stage (ddp_spawn: the main process runs the pipeline and each fit
 spawns the ranks); only rank 0 writes stage files, summary and export, and
 :class:`~.callbacks.RankAgreementCallback` checks at runtime that all ranks agree.
+
+Why ~500 lines: the stage order and the resume rules are one state machine over one run dir; what has a
+job of its own lives beside it (:mod:`.stages` the files, :mod:`.summary` the result, :mod:`.console` the output).
 """
 
 from __future__ import annotations
