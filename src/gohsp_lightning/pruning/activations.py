@@ -1,8 +1,10 @@
 """Record attention maps on calibration images and reduce them to head-to-head similarities.
 
-timm's fused attention never materialises softmax(QK^T/sqrt(d)), so the maps are rebuilt from the
-``qkv`` output with the block's own ``q_norm``/``k_norm`` and ``scale``. Only two consecutive blocks'
-maps are alive at a time, so memory stays at one block's maps for one batch.
+Fused attention never materialises softmax(QK^T/sqrt(d)), so while the statistics are gathered every
+block runs its unfused path, and the maps are read where the family itself computed them: the input of
+``attn_drop`` (RoPE, relative position bias and q/k norms included, exactly as the family applies them),
+with each head's output read at the input of ``proj``. Only two consecutive blocks' maps are alive at a
+time, so memory stays at one block's maps for one batch.
 """
 
 from __future__ import annotations
@@ -14,35 +16,37 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .structures import block_weights
+from .structures import STRUCTURES
 from .units import BlockUnits
 
 
-def split_qkv(block: BlockUnits, qkv_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, k, v of every head from the ``qkv`` output, each ``[batch, heads, tokens, head_dim]``, as the block
-    computes them (``q_norm``/``k_norm`` applied)."""
-    attn = block.attn
-    batch, tokens, _ = qkv_out.shape
-    qkv = qkv_out.reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    return attn.q_norm(qkv[0]), attn.k_norm(qkv[1]), qkv[2]
-
-
-def attention_maps(block: BlockUnits, qkv_out: torch.Tensor) -> torch.Tensor:
-    """softmax(QK^T * scale) of every head, shape ``[batch, heads, tokens, tokens]``."""
-    q, k, _ = split_qkv(block, qkv_out)
-    return torch.softmax((q.float() @ k.float().transpose(-2, -1)) * block.attn.scale, dim=-1)
-
-
 @contextmanager
-def _qkv_hooks(blocks: list[BlockUnits], sink: list[tuple[int, torch.Tensor]]) -> Iterator[None]:
-    handles = [
-        b.attn.qkv.register_forward_hook(lambda _m, _i, out, i=b.index: sink.append((i, out.detach()))) for b in blocks
-    ]
+def recorded_attention(blocks: list[BlockUnits], sink: list[tuple[int, torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+    """While inside, every forward appends ``(block, maps, head_outputs)`` to ``sink``: the softmax maps
+    ``[batch, heads, tokens, tokens]`` and the per-head outputs fed to ``proj`` ``[batch, tokens, heads, head_dim]``."""
+    fused = [getattr(b.attn, "fused_attn", False) for b in blocks]
+    maps: dict[int, torch.Tensor] = {}
+
+    def keep_maps(index: int, args: tuple[torch.Tensor, ...]) -> None:
+        maps[index] = args[0].detach()
+
+    def keep_outputs(block: BlockUnits, args: tuple[torch.Tensor, ...]) -> None:
+        batch, tokens, _ = args[0].shape
+        outputs = args[0].detach().reshape(batch, tokens, block.num_heads, block.head_dim)
+        sink.append((block.index, maps.pop(block.index), outputs))
+
+    handles = []
+    for b in blocks:
+        b.attn.fused_attn = False
+        handles.append(b.attn.attn_drop.register_forward_pre_hook(lambda _m, args, i=b.index: keep_maps(i, args)))
+        handles.append(b.attn.proj.register_forward_pre_hook(lambda _m, args, b=b: keep_outputs(b, args)))
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+        for b, was_fused in zip(blocks, fused, strict=True):
+            b.attn.fused_attn = was_fused
 
 
 @dataclass
@@ -125,20 +129,18 @@ def head_statistics(model: nn.Module, blocks: list[BlockUnits], images: Iterable
     moments = [_Moments(b.num_heads, b.head_dim) for b in blocks]
     count, tokens = 0, 0
     device = next(model.parameters()).device
-    captured: list[tuple[int, torch.Tensor]] = []
+    captured: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     try:
-        with _qkv_hooks(blocks, captured):
+        with recorded_attention(blocks, captured):
             for x in images:
                 captured.clear()
                 model(x.to(device))
                 previous = None
-                for index, qkv_out in captured:
-                    block = blocks[index]
-                    _, _, v = split_qkv(block, qkv_out)
-                    maps = attention_maps(block, qkv_out)
+                for index, maps, head_outputs in captured:
+                    maps = maps.float()
                     tokens = maps.shape[-1]
                     entropy[index] += -(maps * maps.clamp(min=1e-30).log()).sum(-1).mean(-1).sum(0).double().cpu()
-                    outputs = (maps @ v.float()).permute(0, 2, 1, 3).flatten(0, 1)  # [batch * tokens, heads, head_dim]
+                    outputs = head_outputs.float().flatten(0, 1)  # [batch * tokens, heads, head_dim]
                     moments[index].add(outputs)
                     flat = maps.flatten(2)
                     current = (
@@ -197,6 +199,7 @@ def taylor_head_importance(
     model.eval()
     saved = {p: (None if p.grad is None else p.grad.clone()) for p in model.parameters()}
     device = next(model.parameters()).device
+    heads = STRUCTURES["heads"]
     totals = [torch.zeros(b.num_heads, dtype=torch.float64) for b in blocks]
     count = 0
     try:
@@ -204,11 +207,11 @@ def taylor_head_importance(
             model.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device)).backward()
             for b, total in zip(blocks, totals, strict=True):
-                weights = block_weights(b)
+                weights = heads.weights(b)
                 products = {n: (w.grad * w).detach() for n, w in weights.items() if w.grad is not None}
                 if len(products) != len(weights):
                     raise ValueError(f"block {b.index} got no gradient on the calibration batches")
-                total += _group_sums(products, b.num_heads).abs().double().cpu()
+                total += heads.group_sums(products, b).abs().double().cpu()
             count += 1
     finally:
         for p, g in saved.items():
@@ -217,14 +220,3 @@ def taylor_head_importance(
     if count == 0:
         raise ValueError("taylor_head_importance got no calibration batches")
     return [t / count for t in totals]
-
-
-def _group_sums(tensors: dict[str, torch.Tensor], num_heads: int) -> torch.Tensor:
-    """Signed sum of ``tensors`` over each head group (q, k, v rows + biases + proj columns)."""
-    qkv = tensors["qkv.weight"]
-    dim = qkv.shape[1]
-    heads = qkv.reshape(3, num_heads, -1, dim).sum(dim=(0, 2, 3))
-    heads = heads + tensors["proj.weight"].reshape(dim, num_heads, -1).sum(dim=(0, 2))
-    if "qkv.bias" in tensors:
-        heads = heads + tensors["qkv.bias"].reshape(3, num_heads, -1).sum(dim=(0, 2))
-    return heads

@@ -10,13 +10,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
-# timm modules whose models the structures prune correctly: blocks of timm's Attention (fused qkv laid out
-# as (3, heads, head_dim), softmax(q k^T) attention) and Mlp (fc1 -> act -> fc2). Other families (EVA's RoPE
-# and q/v biases, BEiT's relative position bias, Swin's windows, hybrids' CNN stems) compute attention in ways
-# the head statistics and the surgery do not model yet: they are refused up front, not pruned wrongly.
+from .layouts import check_model, head_layout, neuron_layout
+
+# timm modules whose blocks :mod:`.layouts` knows: where every head and MLP neuron lives, and attention
+# computed as softmax(q k^T * scale + bias) v (RoPE, relative position bias and q/k norms as the family
+# applies them). Other families (Swin's windows, LeViT's and PiT's convolutional stages, MViT's pooling)
+# are refused up front, not pruned wrongly.
 SUPPORTED_FAMILIES: dict[str, str] = {
     "vision_transformer": "vit_* (AugReg, CLIP, DINOv2, register-token, global-pool and qk-norm ViTs)",
     "deit": "deit_*, deit_*_distilled, deit3_*",
+    "eva": "eva02_* (RoPE, SwiGLU, q/v biases)",
+    "beit": "beit_*, beitv2_* (per-block relative position bias)",
 }
 
 
@@ -57,40 +61,36 @@ def find_blocks(model: nn.Module) -> list[BlockUnits]:
     """Return the prunable units of every block of a timm ``VisionTransformer``-like model.
 
     Raises:
-        ValueError: if the model has no ``blocks`` with ``attn.qkv``/``attn.proj``/``mlp.fc1``/``mlp.fc2``.
+        ValueError: one line, if the model has no ``blocks`` of ``attn`` + ``mlp`` whose classes
+            :mod:`.layouts` knows, or shares per-head tensors across blocks (:func:`.layouts.check_model`).
     """
     blocks = getattr(model, "blocks", None)
     if blocks is None:
         raise ValueError(f"{type(model).__name__} has no 'blocks': GOHSP prunes timm VisionTransformer-style models")
+    check_model(model)
     found = []
     for index, block in enumerate(blocks):
         attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
-        if not all(hasattr(attn, n) for n in ("qkv", "proj", "num_heads", "head_dim")) or not all(
-            hasattr(mlp, n) for n in ("fc1", "fc2")
-        ):
-            raise ValueError(
-                f"block {index} of {type(model).__name__} is not a timm Attention + Mlp block "
-                "(needs attn.qkv, attn.proj, attn.num_heads, attn.head_dim, mlp.fc1, mlp.fc2)"
-            )
-        if mlp.fc2.in_features != mlp.fc1.out_features:
-            raise ValueError(
-                f"block {index} of {type(model).__name__} has a gated MLP ({type(mlp).__name__}: fc1 gives "
-                f"{mlp.fc1.out_features} features, fc2 takes {mlp.fc2.in_features}); only timm's plain Mlp is supported"
-            )
-        found.append(block_units(index, attn, mlp))
+        if attn is None or mlp is None:
+            raise ValueError(f"block {index} of {type(model).__name__} has no 'attn' and 'mlp' to prune")
+        try:
+            found.append(block_units(index, attn, mlp))
+        except ValueError as error:
+            raise ValueError(f"block {index} of {type(model).__name__}: {error}") from None
     return found
 
 
 def block_units(index: int, attn: nn.Module, mlp: nn.Module) -> BlockUnits:
-    """The shapes of one block's timm Attention and Mlp (checked by :func:`find_blocks`)."""
+    """The shapes of one block's attention and MLP, read through their layouts."""
+    heads, neurons = head_layout(attn), neuron_layout(mlp)
     return BlockUnits(
         index=index,
         attn=attn,
         mlp=mlp,
-        num_heads=int(attn.num_heads),
-        head_dim=int(attn.head_dim),
-        hidden=int(mlp.fc1.out_features),
-        dim=int(attn.proj.out_features),
+        num_heads=heads.units,
+        head_dim=heads.width,
+        hidden=neurons.units,
+        dim=int(heads.consumer.out_features),
     )
 
 
