@@ -185,6 +185,49 @@ def test_report_cli_names_the_methods_when_the_reference_matches_no_job(tmp_path
     assert not (tmp_path / "sweep_table.md").exists()  # nothing written for a bad command
 
 
+def test_report_cli_joins_the_rows_of_an_earlier_csv_and_a_job_dir_wins(tmp_path, capsys):
+    """Jobs whose dirs are gone (another machine, an earlier session) join the report through their CSV."""
+    from gohsp_lightning.sweep_report.report import write_csv
+    from gohsp_lightning.sweep_report.rows import COLUMNS, read_rows
+
+    earlier = [
+        {
+            **dict.fromkeys(COLUMNS, ""),
+            **report_row(seed, top1),
+            "job": f"graph-seed{seed}",
+            "test_top1": 0.6,
+            "dense_params": 200,
+            "dense_flops": 2000,
+        }
+        for seed, top1 in ((0, 0.5), (1, 0.4))
+    ]
+    earlier.append({**earlier[0], "job": "random-seed0", "ranker": "random", "val_top1": 0.45})
+    write_csv(tmp_path / "old.csv", earlier)
+    assert read_rows(tmp_path / "old.csv") == earlier  # numbers come back as numbers, blanks as blanks
+
+    sweep = tmp_path / "sweep"
+    job = sweep / "random-seed0"  # run again here: this dir's row replaces the CSV's
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(
+        "seed: 0\npruning: {method: gohsp, ranker: random, allocation: global, structures: both, sparsity: 0.4}\n"
+    )
+    (job / "failure.json").write_text('{"type": "ValueError", "error": "boom"}')
+    assert main([str(sweep), "--rows", str(tmp_path / "old.csv")]) == 0
+    assert "3 jobs (1 not ok)" in capsys.readouterr().out
+    rows = read_rows(sweep / "sweep_summary.csv")
+    assert [(r["job"], r["status"]) for r in rows] == [
+        ("random-seed0", "failed"),
+        *((r["job"], "ok") for r in earlier[:2]),
+    ]
+    assert "| gohsp | graph | global | both | 0.4 | 2 | 0.4500 ± 0.0707 |" in (sweep / "sweep_table.md").read_text()
+
+    (tmp_path / "bad.csv").write_text("job,method\n0,gohsp\n")
+    assert main([str(sweep), "--rows", str(tmp_path / "bad.csv")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'bad.csv'} is not a sweep_summary.csv: it lacks")
+    assert main([str(sweep), "--rows", str(tmp_path / "none.csv")]) == 2
+    assert capsys.readouterr().err == f"error: cannot read {tmp_path / 'none.csv'}: No such file or directory\n"
+
+
 def test_pareto_front_keeps_only_undominated_points():
     points = [(100, 0.5), (80, 0.4), (80, 0.45), (120, 0.48), (60, 0.3), (130, 0.6)]
     assert pareto_front(points) == [(60, 0.3), (80, 0.45), (100, 0.5), (130, 0.6)]

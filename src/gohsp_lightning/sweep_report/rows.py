@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -125,6 +126,39 @@ def job_row(job: Path, sweep_dir: Path) -> dict[str, Any]:
     else:
         row.update(status="incomplete", error=f"no {SUMMARY_FILE} or {FAILURE_FILE} (still running or killed)")
     return row
+
+
+_INT_COLUMNS = {"seed", "params", "flops", "dense_params", "dense_flops"}
+_FLOAT_COLUMNS = {"sparsity", "val_top1", "dense_top1", "test_top1", "dense_test_top1"}
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an earlier report's ``sweep_summary.csv`` (numbers as numbers, blanks as ``""``): jobs run
+    on another machine, or whose dirs are gone, join a report through their CSV.
+
+    Raises:
+        ValueError: one line naming the file, if it is missing or lacks report columns.
+    """
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
+            if missing:
+                raise ValueError(f"{path} is not a {CSV_FILE}: it lacks the column(s) {', '.join(missing)}")
+            rows = list(reader)
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+    for row in rows:
+        for key in _INT_COLUMNS | _FLOAT_COLUMNS:
+            if row[key] != "":
+                row[key] = int(row[key]) if key in _INT_COLUMNS else float(row[key])
+    return rows
+
+
+def merge_rows(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` plus the ``earlier`` rows of jobs ``rows`` does not have (a job's own dir wins over a CSV)."""
+    seen = {row["job"] for row in rows}
+    return [*rows, *(row for row in earlier if row["job"] not in seen)]
 
 
 def collect_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
