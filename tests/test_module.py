@@ -162,3 +162,42 @@ def test_step_schedule_warms_up_per_step(tmp_path):
     # the learning rate rises within the first epoch (per-step warm-up), then decays
     assert lrs[0] < lrs[1] < lrs[2] < lrs[4]
     assert lrs[-1] < max(lrs)
+
+
+def test_ranking_runs_under_the_stages_precision(tmp_path):
+    """bf16-mixed: the calibration forwards run under the same autocast as the training steps."""
+    cfg, model, dm = setup(tmp_path)
+    module = GohspModule(model, cfg, "admm", budget=Budget(0.4, count_params(model)))
+    seen: list[torch.dtype] = []
+    model.blocks[0].attn.qkv.register_forward_hook(
+        lambda m, _i, out: None if model.training else seen.append(out.dtype)
+    )
+    ranking = HeadRankingCallback(lambda: iter(dm.calibration_loader(16, 8)), cfg.ranking, "graph")
+    fit = trainer(
+        tmp_path,
+        1,
+        [ranking],
+        precision="bf16-mixed",
+        limit_train_batches=1,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+    )
+    fit.fit(module, datamodule=dm)
+    assert ranking.ranked_epochs == [0] and bool(module.head_scores_set)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(torch.isfinite(s) for s in module.head_scores)
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compile_option_compiles_the_stage_model_in_place(tmp_path, backend):
+    cfg, model, dm = setup(tmp_path, f"compile={backend}")
+    names = list(model.state_dict())
+    module = GohspModule(model, cfg, "dense")
+    compiling: list[bool] = []
+    model.blocks[0].register_forward_pre_hook(lambda _m, _a: compiling.append(torch.compiler.is_compiling()))
+    fit = trainer(tmp_path, 1, [], limit_train_batches=2, limit_val_batches=1, enable_checkpointing=False)
+    fit.fit(module, datamodule=dm)
+    assert True in compiling  # the forward went through torch.compile (Dynamo traced the block)
+    assert list(model.state_dict()) == names  # same parameter names: checkpoints and exports unchanged
+    with pytest.raises(ValueError, match=r"^compile='inductr' is not allowed; choose one of .*inductor"):
+        compose_run([*FAST, "compile=inductr"], tmp_path)

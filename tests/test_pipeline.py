@@ -208,8 +208,7 @@ def test_latency_budget_measures_a_table_caches_it_and_reports_latency(tmp_path)
     # the plan removes 3% of the table's predicted latency (one unit at most above it)
     assert latency["predicted_pruned_s"] / latency["predicted_dense_s"] == pytest.approx(0.97, abs=0.02)
 
-    fewest = table.predict({name: [w[0] for w in widths] for name, widths in table.widths.items()})
-    sparsity = round(min(0.15, 0.5 * (1 - fewest / table.dense)), 3)
+    sparsity = round(min(0.15, 0.5 * (1 - table.fewest / table.dense)), 3)
     # a later run reuses the cached table (nothing re-measured), and a given table is used as it is
     for name, extra in [("cached", []), ("given", [f"pruning.latency_table={table_file}"])]:
         again = run(compose_run([*overrides, *extra, f"pruning.sparsity={sparsity}"], tmp_path / name))

@@ -63,7 +63,11 @@ class HeadRankingCallback(Callback):
         (magnitude, random), and a comparison of rankers would also compare random streams.
         """
         device = pl_module.device
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
+        # under the stage's own precision (bf16-mixed: autocast), like its training steps; statistics stay float64
+        with (
+            torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type),
+            trainer.precision_plugin.forward_context(),
+        ):
             scores = rank_heads(
                 self.ranker,
                 pl_module.model,

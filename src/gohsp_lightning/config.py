@@ -198,6 +198,8 @@ class RunConfig:
     resume_dir: str | None = None
     # print every third-party notice (Lightning's hardware lines and tips, W&B's banner); errors always show
     verbose: bool = False
+    # torch.compile backend for the training stages' model (e.g. "inductor"); None = eager
+    compile: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
@@ -249,6 +251,10 @@ def validate(cfg: RunConfig) -> None:
     """Check values that types cannot; the first problem raises a one-line :class:`ConfigError`."""
     import timm
 
+    if cfg.compile is not None:
+        import torch
+
+        _check_choice("compile", cfg.compile, (*torch.compiler.list_backends(), "eager", "aot_eager"))
     p = cfg.pruning
     _check_choice("pruning.method", p.method, METHODS)
     _check_choice("pruning.ranker", p.ranker, RANKERS)

@@ -139,6 +139,12 @@ class GohspModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def configure_model(self) -> None:
+        """``compile=<backend>``: compile the model in place (``nn.Module.compile``), so parameter names,
+        checkpoints, hooks (masks, gates, head statistics) and the surgery see the same modules as in eager."""
+        if self.cfg.compile is not None:
+            self.model.compile(backend=self.cfg.compile)
+
     def on_fit_start(self) -> None:
         if self.gates is not None:
             self.gates.attach(self.blocks)

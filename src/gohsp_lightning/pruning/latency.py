@@ -62,6 +62,12 @@ class LatencyTable:
     def dense(self) -> float:
         return self.predict({name: [w[-1] for w in self.widths[name]] for name in self.widths})
 
+    @property
+    def fewest(self) -> float:
+        """Predicted seconds with every structure at its fewest sampled units: ``1 - fewest / dense`` is the
+        most of the latency any plan can remove on this device (the rest is the model's fixed part)."""
+        return self.predict({name: [w[0] for w in self.widths[name]] for name in self.widths})
+
     def unit_cost(self, structure: str, block: int) -> float:
         """Average seconds one unit of ``structure`` costs in ``block`` (between the fewest and all units sampled)."""
         widths, times = self.widths[structure][block], self.times[structure][block]

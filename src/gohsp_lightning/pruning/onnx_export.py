@@ -18,6 +18,7 @@ from torch import nn
 
 from .export import load_pruned, read_config
 from .files import atomic_write
+from .units import model_input_size
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -32,18 +33,10 @@ def _require(module: str, purpose: str) -> ModuleType:
         raise ImportError(f"{purpose} needs the optional package {module!r}: {INSTALL_HINT}") from None
 
 
-def _model_input_size(model: nn.Module) -> tuple[int, ...] | None:
-    """The (C, H, W) the model was built for: its patch embedding's, else its pretrained config's."""
-    embed = getattr(model, "patch_embed", None)
-    if embed is not None and getattr(embed, "img_size", None) is not None:
-        return (int(embed.proj.in_channels), *(int(s) for s in embed.img_size))
-    return getattr(model, "pretrained_cfg", {}).get("input_size")
-
-
 def _resolve(source: nn.Module | str | Path, input_size: tuple[int, ...] | None) -> tuple[nn.Module, tuple[int, ...]]:
     if isinstance(source, nn.Module):
         model = source
-        size = input_size or _model_input_size(model)
+        size = input_size or model_input_size(model)
     else:
         model = load_pruned(source)
         size = input_size or read_config(source)["data_config"].get("input_size")

@@ -99,3 +99,11 @@ def num_tokens(model: nn.Module) -> int:
     patches = model.patch_embed.num_patches
     prefix = getattr(model, "num_prefix_tokens", 1)
     return int(patches + prefix)
+
+
+def model_input_size(model: nn.Module) -> tuple[int, ...] | None:
+    """The (C, H, W) the model was built for: its patch embedding's, else its pretrained config's."""
+    embed = getattr(model, "patch_embed", None)
+    if embed is not None and getattr(embed, "img_size", None) is not None:
+        return (int(embed.proj.in_channels), *(int(s) for s in embed.img_size))
+    return getattr(model, "pretrained_cfg", {}).get("input_size")
