@@ -229,40 +229,19 @@ def _no_resize(_kept: int) -> None:
     """MLPs read their widths from their layers' shapes."""
 
 
-def _mlp(mlp: Mlp) -> UnitLayout:
+def _mlp(mlp: nn.Module, inputs: dict[str, tuple[nn.Linear, int]]) -> UnitLayout:
+    """``fc1 -> act -> fc2`` MLPs: ``inputs`` are the layers whose rows are hidden units, by key prefix, each
+    with how many times it holds every unit (a GluMlp's fc1 twice: its value and gate halves)."""
     hidden = int(mlp.fc2.in_features)
+    group = {
+        key: s
+        for prefix, (layer, halves) in inputs.items()
+        for key, s in _linear(layer, 0, hidden, parts=halves, prefix=prefix).items()
+    }
     return UnitLayout(
         units=hidden,
         width=1,
-        group={**_linear(mlp.fc1, 0, hidden, prefix="fc1."), **_linear(mlp.fc2, 1, hidden, prefix="fc2.")},
-        followers=_norm(mlp.norm, hidden, 1),
-        consumer=mlp.fc2,
-        resize=_no_resize,
-    )
-
-
-def _glu_mlp(mlp: GluMlp) -> UnitLayout:
-    hidden = int(mlp.fc2.in_features)
-    return UnitLayout(
-        units=hidden,
-        width=1,
-        group={**_linear(mlp.fc1, 0, hidden, parts=2, prefix="fc1."), **_linear(mlp.fc2, 1, hidden, prefix="fc2.")},
-        followers=_norm(mlp.norm, hidden, 1),
-        consumer=mlp.fc2,
-        resize=_no_resize,
-    )
-
-
-def _swiglu(mlp: SwiGLU) -> UnitLayout:
-    hidden = int(mlp.fc2.in_features)
-    return UnitLayout(
-        units=hidden,
-        width=1,
-        group={
-            **_linear(mlp.fc1_g, 0, hidden, prefix="fc1_g."),
-            **_linear(mlp.fc1_x, 0, hidden, prefix="fc1_x."),
-            **_linear(mlp.fc2, 1, hidden, prefix="fc2."),
-        },
+        group={**group, **_linear(mlp.fc2, 1, hidden, prefix="fc2.")},
         followers=_norm(mlp.norm, hidden, 1),
         consumer=mlp.fc2,
         resize=_no_resize,
@@ -350,9 +329,9 @@ ATTENTION_LAYOUTS: dict[type[nn.Module], Callable[[nn.Module], UnitLayout]] = {
     PrunedEvaAttention: _eva_attention,
 }
 MLP_LAYOUTS: dict[type[nn.Module], Callable[[nn.Module], UnitLayout]] = {
-    Mlp: _mlp,
-    GluMlp: _glu_mlp,
-    SwiGLU: _swiglu,
+    Mlp: lambda mlp: _mlp(mlp, {"fc1.": (mlp.fc1, 1)}),
+    GluMlp: lambda mlp: _mlp(mlp, {"fc1.": (mlp.fc1, 2)}),
+    SwiGLU: lambda mlp: _mlp(mlp, {"fc1_g.": (mlp.fc1_g, 1), "fc1_x.": (mlp.fc1_x, 1)}),
 }
 
 
