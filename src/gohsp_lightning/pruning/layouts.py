@@ -39,6 +39,17 @@ from timm.models.beit import Attention as BeitAttention
 from timm.models.eva import EvaAttention
 from torch import nn
 
+# timm modules whose blocks this module knows: where every head and MLP neuron lives, and attention
+# computed as softmax(q k^T * scale + bias) v (RoPE, relative position bias and q/k norms as the family
+# applies them). Other families (Swin's windows, LeViT's and PiT's convolutional stages, MViT's pooling)
+# are refused up front, not pruned wrongly.
+SUPPORTED_FAMILIES: dict[str, str] = {
+    "vision_transformer": "vit_* (AugReg, CLIP, DINOv2, register-token, global-pool and qk-norm ViTs)",
+    "deit": "deit_*, deit_*_distilled, deit3_*",
+    "eva": "eva02_* (RoPE, SwiGLU, q/v biases)",
+    "beit": "beit_*, beitv2_* (per-block relative position bias)",
+}
+
 
 @dataclass(frozen=True)
 class UnitSlice:

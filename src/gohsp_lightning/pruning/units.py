@@ -10,18 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .layouts import check_model, head_layout, neuron_layout
-
-# timm modules whose blocks :mod:`.layouts` knows: where every head and MLP neuron lives, and attention
-# computed as softmax(q k^T * scale + bias) v (RoPE, relative position bias and q/k norms as the family
-# applies them). Other families (Swin's windows, LeViT's and PiT's convolutional stages, MViT's pooling)
-# are refused up front, not pruned wrongly.
-SUPPORTED_FAMILIES: dict[str, str] = {
-    "vision_transformer": "vit_* (AugReg, CLIP, DINOv2, register-token, global-pool and qk-norm ViTs)",
-    "deit": "deit_*, deit_*_distilled, deit3_*",
-    "eva": "eva02_* (RoPE, SwiGLU, q/v biases)",
-    "beit": "beit_*, beitv2_* (per-block relative position bias)",
-}
+from .layouts import SUPPORTED_FAMILIES, check_model, head_layout, neuron_layout
 
 
 def model_family(name: str) -> str:
