@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.data import resolve_model_data_config
 from timm.optim import create_optimizer_v2
 from torch import nn
 
@@ -23,21 +22,18 @@ from ..pruning import (
     Budget,
     PrunePlan,
     StructuredProjector,
-    apply_plan,
     count_flops,
     count_params,
     find_blocks,
-    load_pruned,
     num_tokens,
     project,
     prunable_weights,
-    save_pruned,
 )
 from ..pruning.flops import macs
 from ..pruning.latency import DTYPES, LatencyTable, latency_budget, measure_latency_table, table_key
 from ..pruning.rankers import rank_heads
 from ..pruning.structures import block_weights
-from .models import calibration_batches
+from .models import calibration_batches, exported_twin
 from .timing import interleaved, out_of_memory, sync
 
 MODES = ("eager", "compiled")
@@ -154,10 +150,7 @@ def bench_latency_plan(
     models = {"dense": copy.deepcopy(dense)}
     with tempfile.TemporaryDirectory() as tmp:
         for name, plan in (("latency_plan", by_latency), ("flops_plan", by_flops)):
-            pruned = apply_plan(copy.deepcopy(dense), plan)
-            data_config = {**resolve_model_data_config(dense), "input_size": input_size}
-            directory = save_pruned(Path(tmp) / name, pruned, plan, opts.model, opts.model_kwargs, data_config)
-            models[name] = load_pruned(directory)
+            models[name] = exported_twin(dense, plan, opts, Path(tmp) / name)
     models = {name: m.to(device, dtype).eval() for name, m in models.items()}
     x = torch.randn(batch, *input_size, device=device, dtype=dtype)
     with torch.inference_mode():

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..pruning import (
     Budget,
+    PrunePlan,
     apply_plan,
     count_flops,
     count_params,
@@ -47,6 +48,14 @@ def calibration_batches(count: int, batch: int, input_size: tuple[int, ...], num
     return lambda: iter(data)
 
 
+def exported_twin(dense: nn.Module, plan: PrunePlan, opts: BenchmarkOptions, directory: Path) -> nn.Module:
+    """``dense`` cut by ``plan``, saved with ``save_pruned`` into ``directory`` and reloaded with ``load_pruned``:
+    the artifact a user ships, with the data config of the size the model was built for."""
+    data_config = {**resolve_model_data_config(dense), "input_size": model_input_size(dense)}
+    pruned = apply_plan(copy.deepcopy(dense), plan)
+    return load_pruned(save_pruned(directory, pruned, plan, opts.model, opts.model_kwargs, data_config))
+
+
 def build_models(opts: BenchmarkOptions, workdir: Path) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """``(dense, pruned, info)``. ``opts.plan_from``: ``magnitude`` (the projection on weight norms), ``graph``
     (``rank_heads('graph')`` on random calibration images, then the projection), or an export directory
@@ -63,7 +72,6 @@ def build_models(opts: BenchmarkOptions, workdir: Path) -> tuple[nn.Module, nn.M
         return dense, load_pruned(opts.plan_from), info
     dense = timm.create_model(opts.model, pretrained=False, **opts.model_kwargs).eval()
     input_size = model_input_size(dense)  # timm's data config gives the hub weights' size, not model_kwargs'
-    data_config = {**resolve_model_data_config(dense), "input_size": input_size}
     blocks = find_blocks(dense)
     total = count_params(dense) if opts.budget == "params" else count_flops(dense, input_size)
     budget = Budget(opts.sparsity, total, opts.budget, num_tokens(dense))
@@ -74,8 +82,6 @@ def build_models(opts: BenchmarkOptions, workdir: Path) -> tuple[nn.Module, nn.M
         )
         scores = rank_heads("graph", dense, blocks, batches)
     plan = project(blocks, [block_weights(b) for b in blocks], budget, scores, round_to=opts.round_to)
-    pruned = apply_plan(copy.deepcopy(dense), plan)
-    directory = save_pruned(workdir / "pruned", pruned, plan, opts.model, opts.model_kwargs, data_config)
     info = {
         "plan_from": opts.plan_from,
         "model": opts.model,
@@ -86,7 +92,7 @@ def build_models(opts: BenchmarkOptions, workdir: Path) -> tuple[nn.Module, nn.M
         "heads_per_block": plan.heads_per_block,
         "mlp_hidden_per_block": plan.mlp_hidden_per_block,
     }
-    return dense, load_pruned(directory), info
+    return dense, exported_twin(dense, plan, opts, workdir / "pruned"), info
 
 
 def model_checks(model: nn.Module) -> dict[str, int]:
