@@ -8,7 +8,6 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from gohsp_lightning.pruning import (
-    STRUCTURES,
     Budget,
     PrunePlan,
     apply_plan,
@@ -93,11 +92,11 @@ def test_the_cut_meets_the_budget_exactly_and_drops_the_lowest_gates(sparsity):
             logit.copy_(torch.randn_like(logit))
     budget = Budget(sparsity, count_params(model))
     plan = plan_from_gates(gates, blocks, budget)
-    smallest = min(budget.cost(name, b) for name in STRUCTURES for b in blocks)
+    smallest = min(budget.cost(name, b) for name in gates.names for b in blocks)
     assert budget.target <= removed_cost(blocks, plan, budget) < budget.target + smallest
     # within a block and structure, every dropped unit's gate is below every kept unit's
-    for name, per_block in plan.kept.items():
-        for b, kept in zip(blocks, per_block, strict=True):
+    for name in gates.names:
+        for b, kept in zip(blocks, plan.kept[name], strict=True):
             g = gates.value(name, b.index).detach()
             dropped = [j for j in range(g.numel()) if j not in kept]
             if dropped:

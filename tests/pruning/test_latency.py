@@ -6,8 +6,9 @@ No assertion here depends on how fast this machine is: speed claims are checked 
 import pytest
 import torch
 
-from gohsp_lightning.pruning import STRUCTURES, PrunePlan, count_params, find_blocks, num_tokens, project
+from gohsp_lightning.pruning import PrunePlan, count_params, find_blocks, num_tokens, project
 from gohsp_lightning.pruning.latency import (
+    BLOCK_STRUCTURES,
     LatencyTable,
     cache_path,
     latency_budget,
@@ -44,7 +45,7 @@ def test_a_measured_table_covers_every_structure_and_block(measured, tmp_path):
 
 def handmade(blocks, head_cost: list[float], neuron_cost: list[float], fixed: float = 1e-4) -> LatencyTable:
     """A table linear in kept units, with the given seconds per head and per neuron in every block."""
-    widths = {name: [list(range(1, s.size(b) + 1)) for b in blocks] for name, s in STRUCTURES.items()}
+    widths = {name: [list(range(1, s.size(b) + 1)) for b in blocks] for name, s in BLOCK_STRUCTURES.items()}
     per_unit = {"heads": head_cost, "neurons": neuron_cost}
     times = {name: [[c * k for k in w] for c, w in zip(per_unit[name], widths[name], strict=True)] for name in widths}
     return LatencyTable(key={"model": "handmade"}, widths=widths, times=times, fixed=fixed)
@@ -59,7 +60,7 @@ def test_prediction_interpolates_and_the_budget_is_met_in_latency(tmp_path):
     assert table.predict_plan(plan) == pytest.approx(expected)
     budget = latency_budget(0.3, table, num_tokens(model))
     planned = project(blocks, [block_weights(b) for b in blocks], budget)
-    smallest = min(budget.cost(name, b) for name in STRUCTURES for b in blocks)
+    smallest = min(budget.cost(name, b) for name in BLOCK_STRUCTURES for b in blocks)
     assert budget.target <= removed_cost(blocks, planned, budget) < budget.target + smallest
     removed = 1 - table.predict_plan(planned) / table.dense
     assert removed == pytest.approx(0.3, abs=smallest / budget.total + 1e-9)

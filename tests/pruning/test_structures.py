@@ -20,6 +20,7 @@ from gohsp_lightning.pruning import (
     project,
     structure_names,
 )
+from gohsp_lightning.pruning.projection import removed_cost
 from gohsp_lightning.pruning.structures import block_weights, structures_label, zero_pruned
 
 from ..conftest import tiny_vit
@@ -28,9 +29,10 @@ NAMES = list(STRUCTURES)
 
 
 def _drop(blocks, name: str, block: int, units: list[int]) -> PrunePlan:
-    """The dense plan without ``units`` of structure ``name`` in ``block``."""
+    """The dense plan without ``units`` of structure ``name`` in ``block`` (in every block, if shared)."""
     kept = PrunePlan.dense(blocks).to_dict()
-    kept[name][block] = [j for j in kept[name][block] if j not in units]
+    owner = 0 if STRUCTURES[name].shared else block
+    kept[name][owner] = [j for j in kept[name][owner] if j not in units]
     return PrunePlan.from_dict(kept)
 
 
@@ -54,18 +56,25 @@ def test_zeroing_gating_and_cutting_a_unit_compute_the_same(name):
     with torch.no_grad():
         for b in zeroed_blocks:
             weights = block_weights(b)
-            for key, tensor in zero_pruned(weights, {n: k[b.index] for n, k in keep.items()}, b).items():
+            for key, tensor in zero_pruned(weights, plan.block_keep(keep, b.index), b).items():
                 weights[key].copy_(tensor)
         zeroed = zeroed_model(x)
         cut = apply_plan(model, plan)(x)
 
-    assert (gated - zeroed).abs().max() <= 1e-5
     assert (cut - gated).abs().max() <= 1e-5
+    if STRUCTURES[name].shared:
+        # zeroing reaches the ADMM variables only; a channel also lives in norms, tokens and the patch
+        # embedding, which the gate (masked norms) and the cut handle
+        sq = sum(STRUCTURES[name].sq_norms(block_weights(b), b) for b in zeroed_blocks)
+        assert sq[[0, 2]].sum() == 0 and sq[1] > 0
+    else:
+        assert (gated - zeroed).abs().max() <= 1e-5
     # the other structures' units are untouched by the cut
     for other, s in STRUCTURES.items():
         expected = [s.size(b) for b in blocks]
         if other == name:
-            expected[1] -= 2
+            for i in range(len(blocks)) if s.shared else [1]:
+                expected[i] -= 2
         assert [s.size(b) for b in find_blocks(model)] == expected
 
 
@@ -101,10 +110,14 @@ def test_group_norm_of_a_zeroed_unit_is_zero_and_others_unchanged(name):
     assert torch.equal(torch.cat([before[:1], before[2:]]), torch.cat([after[:1], after[2:]]))
 
 
-def test_structures_own_disjoint_weights():
+def test_per_block_structures_own_disjoint_weights_and_channels_cross_them():
     b = find_blocks(tiny_vit())[0]
-    owned = [set(s.weights(b)) for s in STRUCTURES.values()]
+    owned = [set(s.weights(b)) for s in STRUCTURES.values() if not s.shared]
     assert sum(len(o) for o in owned) == len(set().union(*owned)) == len(block_weights(b))
+    # a channel is a column of qkv and fc1 and a row of proj and fc2: the same ADMM variables, other axis
+    channels = STRUCTURES["channels"].weights(b)
+    assert set(channels) == {"qkv.weight", "proj.weight", "fc1.weight", "fc2.weight"}
+    assert all(channels[k] is block_weights(b)[k] for k in channels)
 
 
 def test_a_plan_that_names_one_structure_keeps_the_others_whole():
@@ -113,7 +126,8 @@ def test_a_plan_that_names_one_structure_keeps_the_others_whole():
     plan = PrunePlan(heads=((0, 1), (0,), (1, 2, 3)))
     masks = StructuredMasks(blocks)
     masks.set_plan(plan)
-    assert masks.plan() == PrunePlan(heads=plan.heads, neurons=PrunePlan.dense(blocks).neurons)
+    dense = PrunePlan.dense(blocks)
+    assert masks.plan() == PrunePlan(heads=plan.heads, neurons=dense.neurons, channels=dense.kept["channels"])
     apply_plan(model, plan)
     assert [b.num_heads for b in find_blocks(model)] == [2, 1, 3]
     assert [b.hidden for b in find_blocks(model)] == [256, 256, 256]
@@ -135,7 +149,7 @@ def test_structure_names_accept_lists_names_and_the_old_alias(value, names, labe
     assert structures_label(value) == label
 
 
-@pytest.mark.parametrize("value", ["channels", ["heads", "heads"], [], ["heads", "neuron"]])
+@pytest.mark.parametrize("value", ["channel", ["heads", "heads"], [], ["heads", "neuron"]])
 def test_bad_structure_names_fail_in_one_line_naming_what_is_allowed(value):
     with pytest.raises(ValueError, match=r"pruning\.structures=.* heads, neurons") as err:
         structure_names(value)
@@ -151,3 +165,33 @@ def test_a_list_of_structures_plans_like_the_old_alias():
     assert as_list == project(blocks, weights, budget, structures="both")
     heads_only = project(blocks, weights, Budget(0.15, budget.total), structures=["heads"])
     assert heads_only.mlp_hidden_per_block == [256, 256, 256]
+
+
+@pytest.mark.parametrize("unit", ["params", "flops"])
+def test_channels_compete_with_heads_and_neurons_at_their_exact_interacting_cost(unit):
+    model = tiny_vit()
+    blocks = find_blocks(model)
+
+    def measure() -> int:
+        return count_params(model) if unit == "params" else count_flops(model, (3, 32, 32))
+
+    budget = Budget(0.4, measure(), unit, num_tokens(model))
+    weights = [block_weights(b) for b in blocks]
+    plan = project(blocks, weights, budget, structures=["heads", "neurons", "channels"])
+    assert plan.counts("channels")[0] < blocks[0].dim  # channels went, alongside heads and neurons
+    predicted = removed_cost(blocks, plan, budget)
+    x = torch.randn(2, 3, 32, 32)
+    masks = StructuredMasks(blocks)
+    masks.set_plan(plan)
+    masks.attach(blocks)
+    with torch.no_grad():
+        masked = model(x)
+    masks.detach()
+    before = measure()
+    apply_plan(model, plan)
+    with torch.no_grad():
+        cut = model(x)
+    assert before - measure() == predicted >= budget.target  # the product of kept shares, counted exactly
+    assert (masked - cut).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match=r"pruning\.allocation=uniform cannot prune channels"):
+        project(blocks, weights, budget, structures=["heads", "channels"], allocation="uniform")

@@ -23,7 +23,7 @@ from .surgery import apply_plan
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the plan may hold a model-level "channels" list; version 1 files load unchanged
 
 
 def save_pruned(

@@ -53,6 +53,12 @@ class LearnableGates(nn.Module):
         self.kind = kind
         self.num_blocks = len(blocks)
         self.names = structure_names(structures)
+        shared = [n for n in self.names if STRUCTURES[n].shared]
+        if shared:
+            raise ValueError(
+                f"learned gates cannot gate {shared[0]} (their masked norms take 0/1 only); "
+                "use pruning.method=admm or oneshot with them"
+            )
         self.logits = nn.ParameterDict(
             {
                 f"{name}_{b.index}": nn.Parameter(torch.full((STRUCTURES[name].size(b),), float(init)))
@@ -159,7 +165,7 @@ def plan_from_gates(
                 )
                 .mul(budget.cost(name, b))
                 .sqrt()
-                for b in blocks
+                for b in s.owners(blocks)
             ]
             for name, s in STRUCTURES.items()
         }

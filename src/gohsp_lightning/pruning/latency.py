@@ -32,6 +32,9 @@ from .projection import Budget
 from .structures import STRUCTURES
 from .units import BlockUnits, block_units, find_blocks, num_tokens
 
+# a table times each block's sub-modules: residual channels cross every block and are not in it
+BLOCK_STRUCTURES = {name: s for name, s in STRUCTURES.items() if not s.shared}
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -56,7 +59,7 @@ class LatencyTable:
 
     def predict_plan(self, plan: PrunePlan) -> float:
         dense = {name: [w[-1] for w in self.widths[name]] for name in self.widths}
-        return self.predict({**dense, **{name: plan.counts(name) for name in plan.kept}})
+        return self.predict({**dense, **{name: plan.counts(name) for name in plan.kept if name in self.widths}})
 
     @property
     def dense(self) -> float:
@@ -77,7 +80,7 @@ class LatencyTable:
 
     def check(self, blocks: list[BlockUnits]) -> None:
         """Raise a one-line ValueError if the table was measured on other block shapes than ``blocks``."""
-        for name, s in STRUCTURES.items():
+        for name, s in BLOCK_STRUCTURES.items():
             have = [w[-1] for w in self.widths.get(name, [])]
             want = [s.size(b) for b in blocks]
             if have != want:
@@ -156,11 +159,11 @@ def measure_latency_table(
     blocks = find_blocks(model)
     tokens = num_tokens(model)
     measured: dict[tuple[Any, ...], tuple[list[int], list[float]]] = {}
-    widths: dict[str, list[list[int]]] = {name: [] for name in STRUCTURES}
-    times: dict[str, list[list[float]]] = {name: [] for name in STRUCTURES}
+    widths: dict[str, list[list[int]]] = {name: [] for name in BLOCK_STRUCTURES}
+    times: dict[str, list[list[float]]] = {name: [] for name in BLOCK_STRUCTURES}
     for b in blocks:
         x = torch.randn(batch_size, tokens, b.dim, device=device, dtype=dtype)
-        for name, s in STRUCTURES.items():
+        for name, s in BLOCK_STRUCTURES.items():
             shape = (name, b.dim, b.num_heads, b.head_dim, b.hidden)
             if shape not in measured:
                 counts = _sampled_counts(s.size(b), s.aligned, round_to, samples)

@@ -14,7 +14,11 @@ A norm across the pruned units (EVA-02's ``scale_mlp``, ``scale_attn_inner``) is
 statistics then run over fewer units: on such models the zero-masked model is close to, not equal to,
 the cut one, and the fine-tune absorbs the difference.
 
-Why one module of ~400 lines: it is the only place that knows timm's families; splitting it per family would
+Residual-stream channels (:func:`channel_layout`) cross every block: a channel is one row of the patch
+embedding, one entry of every token and norm, a column of every layer that reads the stream and a row of
+every layer that writes it. Only pre-norm blocks (``x + f(norm(x))``) of the three families are known.
+
+Why one module of ~500 lines: it is the only place that knows timm's families; splitting it per family would
 spread the same slice vocabulary over several files, which is what this module exists to stop.
 """
 
@@ -28,7 +32,10 @@ import torch.nn.functional as F
 from timm.layers import (
     Attention,
     GluMlp,
+    LayerScale,
     Mlp,
+    RmsNorm,
+    RmsNormFp32,
     RotaryEmbeddingMixed,
     SwiGLU,
     apply_rot_embed_cat,
@@ -36,7 +43,9 @@ from timm.layers import (
     resolve_self_attn_mask,
 )
 from timm.models.beit import Attention as BeitAttention
-from timm.models.eva import EvaAttention
+from timm.models.beit import Block as BeitBlock
+from timm.models.eva import EvaAttention, EvaBlock
+from timm.models.vision_transformer import Block as VitBlock
 from torch import nn
 
 # timm modules whose blocks this module knows: where every head and MLP neuron lives, and attention
@@ -118,7 +127,7 @@ class UnitLayout:
     width: int
     group: dict[str, UnitSlice]
     followers: tuple[UnitSlice, ...]
-    consumer: nn.Linear
+    consumer: nn.Linear | None  # None for residual channels, which no single layer consumes
     resize: Callable[[int], None]
 
     @property
@@ -382,3 +391,130 @@ def head_layout(attn: nn.Module) -> UnitLayout:
 def neuron_layout(mlp: nn.Module) -> UnitLayout:
     """Where the hidden neurons of ``mlp`` live (ValueError, one line, for an MLP class without a layout)."""
     return _lookup(MLP_LAYOUTS, mlp, "MLP")
+
+
+# blocks whose residual stream is x + ls(attn(norm1(x))) + ls(mlp(norm2(x))): what channel pruning assumes
+PRE_NORM_BLOCKS: tuple[type[nn.Module], ...] = (VitBlock, BeitBlock, EvaBlock)
+LAYER_NORMS: tuple[type[nn.Module], ...] = (nn.LayerNorm,)
+RMS_NORMS: tuple[type[nn.Module], ...] = (RmsNorm, RmsNormFp32, nn.RMSNorm)
+
+
+def _stream_norm(norm: nn.Module, where: str) -> tuple[UnitSlice, ...]:
+    """The affine slices of a norm over the stream; refuses a norm whose statistics cannot be masked."""
+    if isinstance(norm, nn.Identity):
+        return ()
+    if not isinstance(norm, LAYER_NORMS + RMS_NORMS):
+        raise ValueError(f"{where} is a {type(norm).__name__}: channel pruning knows LayerNorm and RmsNorm only")
+    units = int(norm.normalized_shape[0])
+    return _norm(norm, units, 1)
+
+
+def _block_channels(block: nn.Module, heads: UnitLayout, neurons: UnitLayout, dim: int, where: str) -> UnitLayout:
+    """A block's slices of the stream's channels: the columns of every layer whose rows are heads or neurons
+    (they read the stream), the rows of the layers whose columns are (they write it), and the norms and
+    LayerScale gammas in between. Keys are the heads' and neurons' own keys: the same ADMM variables."""
+    if type(block) not in PRE_NORM_BLOCKS:
+        raise ValueError(
+            f"{where} is a {type(block).__name__}: channel pruning knows pre-norm ViT, BEiT and EVA blocks"
+        )
+    group: dict[str, UnitSlice] = {}
+    followers: list[UnitSlice] = []
+    for layout in (heads, neurons):
+        for key, s in layout.group.items():
+            if s.is_linear_weight:
+                group[key] = UnitSlice(s.owner, "weight", 1 - s.axis, dim)
+                if s.axis == 1 and s.owner.bias is not None:
+                    followers.append(UnitSlice(s.owner, "bias", 0, dim))
+        followers += [UnitSlice(s.owner, "weight", 1, dim) for s in layout.followers if s.is_linear_weight]
+    for name in ("norm1", "norm2"):
+        followers += _stream_norm(getattr(block, name), f"{where}.{name}")
+    for name in ("ls1", "ls2"):
+        if isinstance(getattr(block, name, None), LayerScale):
+            followers.append(UnitSlice(getattr(block, name), "gamma", 0, dim))
+    for name in ("gamma_1", "gamma_2"):
+        if isinstance(getattr(block, name, None), nn.Parameter):
+            followers.append(UnitSlice(block, name, 0, dim))
+    return UnitLayout(dim, 1, group, tuple(followers), None, _no_resize)
+
+
+def _stem_channels(model: nn.Module, dim: int) -> tuple[UnitSlice, ...]:
+    """The model's slices of the stream outside its blocks: patch embedding, tokens, position embedding,
+    the norms before and after the blocks and the classifier's columns."""
+    name = type(model).__name__
+    if getattr(model, "attn_pool", None) is not None:
+        raise ValueError(f"{name} pools with attention (attn_pool): channel pruning knows token and mean pooling")
+    embed = model.patch_embed
+    slices = [UnitSlice(embed.proj, "weight", 0, dim)]
+    if embed.proj.bias is not None:
+        slices.append(UnitSlice(embed.proj, "bias", 0, dim))
+    slices += _stream_norm(getattr(embed, "norm", nn.Identity()), "patch_embed.norm")
+    for token in ("cls_token", "reg_token", "dist_token", "pos_embed"):
+        if isinstance(getattr(model, token, None), nn.Parameter):
+            slices.append(UnitSlice(model, token, 2, dim))
+    for norm in ("norm_pre", "norm", "fc_norm"):
+        slices += _stream_norm(getattr(model, norm, nn.Identity()), norm)
+    slices += [UnitSlice(h, "weight", 1, dim) for h in stream_classifiers(model)]
+    return tuple(slices)
+
+
+def stream_classifiers(model: nn.Module) -> tuple[nn.Linear, ...]:
+    """The classifier layers that read the pooled stream (a distilled DeiT has two)."""
+    return tuple(
+        h for h in (getattr(model, "head", None), getattr(model, "head_dist", None)) if isinstance(h, nn.Linear)
+    )
+
+
+def stream_norms(model: nn.Module) -> tuple[nn.Module, ...]:
+    """Every norm over the stream's channels, in the blocks and around them."""
+    blocks = [getattr(b, n) for b in model.blocks for n in ("norm1", "norm2")]
+    stem = [
+        getattr(model.patch_embed, "norm", None),
+        *(getattr(model, n, None) for n in ("norm_pre", "norm", "fc_norm")),
+    ]
+    return tuple(m for m in (*blocks, *stem) if isinstance(m, LAYER_NORMS + RMS_NORMS))
+
+
+def _set_width(model: nn.Module) -> Callable[[int], None]:
+    def resize(kept: int) -> None:
+        for attr in ("embed_dim", "num_features", "head_hidden_size"):
+            if hasattr(model, attr):
+                setattr(model, attr, kept)
+
+    return resize
+
+
+def channel_layout(model: nn.Module) -> UnitLayout:
+    """Where every residual-stream channel of ``model`` lives. ``group`` (keyed ``"<block>.<key>"``) holds
+    the blocks' Linear slices, which are what scores and ADMM see; the rest follows."""
+    dim = int(model.patch_embed.proj.out_channels)
+    group: dict[str, UnitSlice] = {}
+    followers: list[UnitSlice] = list(_stem_channels(model, dim))
+    for index, block in enumerate(model.blocks):
+        part = block_channel_layout(block, dim, f"blocks.{index}")
+        group |= {f"{index}.{key}": s for key, s in part.group.items()}
+        followers += part.followers
+    return UnitLayout(dim, 1, group, tuple(followers), None, _set_width(model))
+
+
+def block_channel_layout(block: nn.Module, dim: int, where: str) -> UnitLayout:
+    """One block's part of :func:`channel_layout`, keyed like the block's heads and neurons."""
+    return _block_channels(block, head_layout(block.attn), neuron_layout(block.mlp), dim, where)
+
+
+def masked_norm(norm: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` as the same norm cut to the ``keep`` (0/1) channels computes it, zero elsewhere: the
+    statistics run over the kept channels only, so the masked model equals the cut one."""
+    keep = keep.to(x.dtype)
+    kept = keep.sum()
+    if isinstance(norm, LAYER_NORMS):
+        mean = (x * keep).sum(-1, keepdim=True) / kept
+        centred = (x - mean) * keep
+        out = centred * torch.rsqrt(centred.pow(2).sum(-1, keepdim=True) / kept + norm.eps)
+    else:
+        eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+        out = x * keep * torch.rsqrt((x * keep).pow(2).sum(-1, keepdim=True) / kept + eps)
+    if getattr(norm, "weight", None) is not None:
+        out = out * norm.weight
+    if getattr(norm, "bias", None) is not None:
+        out = out + norm.bias
+    return out * keep

@@ -12,35 +12,36 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from .plan import PrunePlan
-from .structures import STRUCTURES
+from .structures import STRUCTURES, HookGroup
 from .units import BlockUnits
 
 
 class StructuredMasks(nn.Module):
-    """Per-block gates ``<structure>_<block>`` (e.g. ``heads_0``, ``neurons_0``), all ones at start."""
+    """Per-owner gates ``<structure>_<owner>`` (e.g. ``heads_0``, ``neurons_0``; a shared structure has
+    ``channels_0`` only), all ones at start."""
 
     def __init__(self, blocks: list[BlockUnits]) -> None:
         super().__init__()
         self.num_blocks = len(blocks)
-        for b in blocks:
-            for name, s in STRUCTURES.items():
-                self.register_buffer(f"{name}_{b.index}", torch.ones(s.size(b)))
-        self._handles: list[RemovableHandle] = []
+        self.owners = {name: len(s.owners(blocks)) for name, s in STRUCTURES.items()}
+        for name, s in STRUCTURES.items():
+            for i, b in enumerate(s.owners(blocks)):
+                self.register_buffer(f"{name}_{i}", torch.ones(s.size(b)))
+        self._handles: list[RemovableHandle | HookGroup] = []
 
     def gate(self, structure: str, block: int) -> torch.Tensor:
         """The gate vector of ``structure`` in ``block`` (a buffer: writing to it changes the forward)."""
         return getattr(self, f"{structure}_{block}")
 
     def gates(self, structure: str) -> list[torch.Tensor]:
-        return [self.gate(structure, i) for i in range(self.num_blocks)]
+        return [self.gate(structure, i) for i in range(self.owners[structure])]
 
     def set_plan(self, plan: PrunePlan) -> None:
         """Gate everything the plan drops (structures it does not name stay open)."""
         if plan.num_blocks != self.num_blocks:
             raise ValueError(f"plan has {plan.num_blocks} blocks, masks have {self.num_blocks}")
         for name in STRUCTURES:
-            for i in range(self.num_blocks):
-                gate = self.gate(name, i)
+            for i, gate in enumerate(self.gates(name)):
                 if name in plan.kept:
                     gate.zero_()[list(plan.kept[name][i])] = 1.0
                 else:
@@ -55,11 +56,16 @@ class StructuredMasks(nn.Module):
         return float(sum(g.sum() for g in gates) / sum(g.numel() for g in gates))
 
     def attach(self, blocks: list[BlockUnits]) -> None:
-        """Apply the gates in the forward pass of ``blocks`` until :meth:`detach`."""
+        """Apply the gates in the forward pass of ``blocks`` until :meth:`detach`.
+
+        A shared structure that keeps every unit is left out: its hooks recompute every norm of the model
+        (set the plan before attaching)."""
         self.detach()
-        for b in blocks:
-            for name, s in STRUCTURES.items():
-                self._handles.append(s.gate(b, lambda name=name, i=b.index: self.gate(name, i)))
+        for name, s in STRUCTURES.items():
+            if s.shared and all(bool(g.all()) for g in self.gates(name)):
+                continue
+            for i, b in enumerate(s.owners(blocks)):
+                self._handles.append(s.gate(b, lambda name=name, i=i: self.gate(name, i)))
 
     def detach(self) -> None:
         for handle in self._handles:

@@ -1,18 +1,23 @@
 """Projection onto the heterogeneous structured-sparse set under one global budget.
 
-Every unit of every competing structure (:mod:`.structures`: heads, MLP neurons) of every block
-competes for the same budget, counted in parameters (or FLOPs). A head scores
+Every unit of every competing structure (:mod:`.structures`: heads, MLP neurons, residual channels) of
+every block competes for the same budget, counted in parameters (or FLOPs). A head scores
 ``pi_norm^alpha * ||group||_2`` (graph ranking as a soft guideline), any other unit ``||group||_2``;
 units are removed in increasing order of ``score^2 / cost`` (importance per unit of budget, after
 :func:`balance` puts the structures on one scale) until the budget is met. Per-block counts fall out
 of this order, so blocks end up different. At least one unit of every structure stays in every block.
 
+Residual channels slice the same tensors as heads and neurons, so a unit's cost depends on what else
+goes (:mod:`.costs`): with channels competing, the order is the same (costs taken at the dense model) and
+the plan is its shortest prefix whose exact removed cost meets the budget.
+
 ``round_to`` aligns the kept MLP width of every pruned block to a multiple of N (e.g. 8 or 64), which
 matrix-multiply kernels run faster than odd widths. Heads are not rounded: a head is ``head_dim``
 channels wide (64 in DeiT), so the pruned ``qkv``/``proj`` widths are already aligned multiples.
 
-Why one module of ~500 lines: the global order, the per-block alignment (``round_to``), the uniform
-allocation and the latency bisection all decide the same kept counts and share its private helpers.
+Why one module of ~600 lines: the global order, the crossing-cost prefix (channels), the per-block
+alignment (``round_to``), the uniform allocation and the latency bisection all decide the same kept
+counts and share its private helpers.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from .costs import cost_terms, removed_by_terms
 from .plan import PrunePlan
 from .structures import (
     STRUCTURES,
@@ -74,7 +80,7 @@ class Budget:
 class _Candidate:
     density: float
     kind: int  # position of the structure in STRUCTURES (the tie-break order)
-    block: int
+    block: int  # the owner's position (its block; 0 for a shared structure)
     index: int
     cost: int
 
@@ -85,14 +91,21 @@ def unit_scores(
     head_scores: list[torch.Tensor] | None,
     alpha: float,
 ) -> UnitScores:
-    """Scores of every unit per structure: ``||group||``, times ``pi^alpha`` for heads when a ranking is given."""
-    scores: UnitScores = {name: [] for name in STRUCTURES}
-    for i, (block, w) in enumerate(zip(blocks, weights, strict=True)):
+    """Scores of every unit per structure: ``||group||``, times ``pi^alpha`` for heads when a ranking is given.
+
+    A shared structure's group spans every block: its squared norms are summed over the blocks."""
+    squares: dict[str, list[torch.Tensor]] = {name: [] for name in STRUCTURES}
+    for block, w in zip(blocks, weights, strict=True):
         for name, sq in group_sq_norms(w, block).items():
-            score = sq.double().sqrt()
-            if name == "heads" and head_scores is not None and alpha != 0:
-                score = score * head_scores[i].double().clamp(min=0).pow(alpha)
-            scores[name].append(score)
+            squares[name].append(sq.double())
+    scores: UnitScores = {}
+    for name, s in STRUCTURES.items():
+        per_owner = [sum(squares[name])] if s.shared else squares[name]
+        scores[name] = [sq.sqrt() for sq in per_owner]
+    if head_scores is not None and alpha != 0:
+        scores["heads"] = [
+            t * p.double().clamp(min=0).pow(alpha) for t, p in zip(scores["heads"], head_scores, strict=True)
+        ]
     return scores
 
 
@@ -118,9 +131,10 @@ def check_unit_scores(blocks: list[BlockUnits], scores: UnitScores) -> UnitScore
     if missing:
         raise ValueError(f"unit scores have no {', '.join(missing)}; they need {', '.join(STRUCTURES)}")
     for name, s in STRUCTURES.items():
-        if len(scores[name]) != len(blocks):
-            raise ValueError(f"unit scores cover {len(scores[name])} blocks of {name}, the model has {len(blocks)}")
-        for b, score in zip(blocks, scores[name], strict=True):
+        owners = s.owners(blocks)
+        if len(scores[name]) != len(owners):
+            raise ValueError(f"unit scores cover {len(scores[name])} owners of {name}, the model has {len(owners)}")
+        for b, score in zip(owners, scores[name], strict=True):
             if score.numel() != s.size(b):
                 raise ValueError(
                     f"unit scores of block {b.index} have {score.numel()} {name}, the block has {s.size(b)}"
@@ -135,19 +149,26 @@ def min_kept(structure: Structure, block: BlockUnits, round_to: int = 1) -> int:
 
 def max_removable(blocks: list[BlockUnits], budget: Budget, structures: Structures = "both", round_to: int = 1) -> int:
     """The most a plan can remove while every block keeps :func:`min_kept` units of every structure."""
-    return sum(
-        (s.size(b) - min_kept(s, b, round_to)) * budget.cost(s, b)
-        for s in map(STRUCTURES.get, structure_names(structures))
-        for b in blocks
-    )
+    fewest = {
+        name: [min_kept(STRUCTURES[name], b, round_to) for b in STRUCTURES[name].owners(blocks)]
+        for name in structure_names(structures)
+    }
+    return removed_by_counts(blocks, budget, fewest)
 
 
 def removed_by_counts(blocks: list[BlockUnits], budget: Budget, counts: Mapping[str, list[int]]) -> int:
-    """Budget units removed when block i keeps ``counts[name][i]`` units of each named structure."""
+    """Budget units removed when owner i keeps ``counts[name][i]`` units of each named structure.
+
+    Per-unit costs add up unless a shared structure (residual channels) is cut too: then the costs
+    interact, and the exact sum over every sliced tensor counts them (:mod:`.costs`)."""
+    crossing = any(STRUCTURES[n].shared and k != [STRUCTURES[n].size(blocks[0])] for n, k in counts.items())
+    if crossing and budget.unit != "latency":
+        return removed_by_terms(cost_terms(blocks, budget.unit, budget.tokens), counts)
     return sum(
         (STRUCTURES[name].size(b) - k) * budget.cost(name, b)
         for name, kept in counts.items()
-        for b, k in zip(blocks, kept, strict=True)
+        for b, k in zip(STRUCTURES[name].owners(blocks), kept, strict=True)
+        if k < STRUCTURES[name].size(b)
     )
 
 
@@ -175,6 +196,24 @@ def check_feasible(
         )
 
 
+def check_shared(names: Sequence[str], budget: Budget, allocation: str, round_to: int) -> None:
+    """Raise a one-line ValueError for what a shared structure (residual channels) cannot compete under: their
+    costs interact, so they take a params or FLOPs budget, global allocation and no neuron rounding."""
+    shared = [n for n in names if STRUCTURES[n].shared]
+    if not shared:
+        return
+    for key, value, allowed in (
+        ("budget", budget.unit, ("params", "flops")),
+        ("allocation", allocation, ("global",)),
+        ("round_to", round_to, (1,)),
+    ):
+        if value not in allowed:
+            raise ValueError(
+                f"pruning.{key}={value} cannot prune {shared[0]}: with them pruning.{key} must be "
+                f"{' or '.join(map(str, allowed))}"
+            )
+
+
 def balance(blocks: list[BlockUnits], budget: Budget, scores: UnitScores, names: Sequence[str]) -> UnitScores:
     """Scale the scores of each named structure so that its mean ``score^2 / cost`` is 1.
 
@@ -185,7 +224,8 @@ def balance(blocks: list[BlockUnits], budget: Budget, scores: UnitScores, names:
     """
     out = dict(scores)
     for name in names:
-        density = torch.cat([t.pow(2) / budget.cost(name, b) for b, t in zip(blocks, scores[name], strict=True)])
+        owners = STRUCTURES[name].owners(blocks)
+        density = torch.cat([t.pow(2) / budget.cost(name, b) for b, t in zip(owners, scores[name], strict=True)])
         scale = density.mean().clamp(min=1e-300).rsqrt()
         out[name] = [t * scale for t in scores[name]]
     return out
@@ -284,6 +324,7 @@ def _project(
     if round_to < 1:
         raise ValueError(f"pruning.round_to={round_to} must be >= 1")
     names = structure_names(structures)
+    check_shared(names, budget, allocation, round_to)
     check_feasible(blocks, budget, structures, round_to)
     if fixed_scores is not None:
         scores = check_unit_scores(blocks, fixed_scores)
@@ -300,14 +341,20 @@ def _project(
     order = list(STRUCTURES)
     candidates = []
     for name in names:
-        for b in blocks:
+        for position, b in enumerate(STRUCTURES[name].owners(blocks)):
             cost = budget.cost(name, b)
             kind = order.index(name)
             candidates += [
-                _Candidate(float(s) ** 2 / cost, kind, b.index, j, cost) for j, s in enumerate(scores[name][b.index])
+                _Candidate(float(s) ** 2 / cost, kind, position, j, cost) for j, s in enumerate(scores[name][position])
             ]
     candidates.sort(key=lambda c: (c.density, c.kind, c.block, c.index))
-    left = {(b.index, kind): STRUCTURES[name].size(b) for b in blocks for kind, name in enumerate(order)}
+    left = {
+        (position, kind): STRUCTURES[name].size(b)
+        for kind, name in enumerate(order)
+        for position, b in enumerate(STRUCTURES[name].owners(blocks))
+    }
+    if any(STRUCTURES[name].shared for name in names):
+        return _plan(blocks, _crossing_prefix(blocks, budget, candidates, left, names))
     removed_units: set[tuple[int, int, int]] = set()
     removed = 0
     target = budget.target
@@ -328,18 +375,57 @@ def _project(
             remove(c)
     if removed < target:
         remove(min((c for c in candidates if removable(c)), key=lambda c: (c.cost, c.density)))
-    plan = PrunePlan(
-        **{
-            name: tuple(
-                tuple(j for j in range(STRUCTURES[name].size(b)) if (kind, b.index, j) not in removed_units)
-                for b in blocks
-            )
-            for kind, name in enumerate(order)
-        }
-    )
+    plan = _plan(blocks, removed_units)
     if round_to > 1 and any(STRUCTURES[name].aligned for name in names):
         return _align(blocks, budget, plan, scores, names, round_to)
     return plan
+
+
+def _plan(blocks: list[BlockUnits], removed_units: set[tuple[int, int, int]]) -> PrunePlan:
+    """The plan that keeps every unit not in ``removed_units`` (structure position, owner position, index)."""
+    return PrunePlan(
+        **{
+            name: tuple(
+                tuple(j for j in range(s.size(b)) if (kind, position, j) not in removed_units)
+                for position, b in enumerate(s.owners(blocks))
+            )
+            for kind, (name, s) in enumerate(STRUCTURES.items())
+        }
+    )
+
+
+def _crossing_prefix(
+    blocks: list[BlockUnits],
+    budget: Budget,
+    candidates: list[_Candidate],
+    left: dict[tuple[int, int], int],
+    names: Sequence[str],
+) -> set[tuple[int, int, int]]:
+    """The shortest prefix of the global order (units an owner may lose, in order) whose exact removed cost
+    meets the budget. Removing more never removes less, so the prefix is found by bisection; the whole
+    sequence meets it, since :func:`check_feasible` counted the same exact costs."""
+    order = list(STRUCTURES)
+    sequence = []
+    for c in candidates:
+        if left[(c.block, c.kind)] > 1:
+            left[(c.block, c.kind)] -= 1
+            sequence.append(c)
+    terms = cost_terms(blocks, budget.unit, budget.tokens)
+
+    def removed(length: int) -> int:
+        counts = {name: [s.size(b) for b in s.owners(blocks)] for name, s in STRUCTURES.items() if name in names}
+        for c in sequence[:length]:
+            counts[order[c.kind]][c.block] -= 1
+        return removed_by_terms(terms, counts)
+
+    low, high = 0, len(sequence)
+    while low < high:
+        middle = (low + high) // 2
+        if removed(middle) >= budget.target:
+            high = middle
+        else:
+            low = middle + 1
+    return {(c.kind, c.block, c.index) for c in sequence[:low]}
 
 
 def _order(scores: torch.Tensor) -> list[int]:
@@ -506,5 +592,5 @@ class StructuredProjector:
         return {
             f"{b.index}.{name}": t
             for b in self.blocks
-            for name, t in zero_pruned(per_block[b.index], {n: k[b.index] for n, k in keep.items()}, b).items()
+            for name, t in zero_pruned(per_block[b.index], plan.block_keep(keep, b.index), b).items()
         }

@@ -88,8 +88,14 @@ def random_unit_scores(blocks: list[BlockUnits], budget: Budget, seed: int) -> U
     scores: UnitScores = {name: [] for name in STRUCTURES}
     for b in blocks:
         for name, s in STRUCTURES.items():
-            u = torch.rand(s.size(b), generator=generator, dtype=torch.float64)
-            scores[name].append((u * budget.cost(s, b)).sqrt())
+            if not s.shared:
+                u = torch.rand(s.size(b), generator=generator, dtype=torch.float64)
+                scores[name].append((u * budget.cost(s, b)).sqrt())
+    for name, s in STRUCTURES.items():  # drawn after the per-block ones: their order stays what it was
+        if s.shared:
+            owner = s.owners(blocks)[0]
+            u = torch.rand(s.size(owner), generator=generator, dtype=torch.float64)
+            scores[name].append((u * budget.cost(s, owner)).sqrt())
     return scores
 
 

@@ -1,12 +1,16 @@
 """Prunable structures by name: what a unit of each is, what it costs, and how it is zeroed, gated and cut.
 
-A structure (attention heads, MLP neurons, ...) is one class registered in :data:`STRUCTURES`. The
-rest of the core (projection, plan, masks, surgery, rankers) treats any set of them alike and asks
-the structure for anything that depends on which one it is, so adding a structure means adding one
-class here. The order of :data:`STRUCTURES` is the tie-break order of the projection.
+A structure (attention heads, MLP neurons, residual channels) is one class registered in
+:data:`STRUCTURES`. The rest of the core (projection, plan, masks, surgery, rankers) treats any set of
+them alike and asks the structure for anything that depends on which one it is, so adding a structure
+means adding one class here. The order of :data:`STRUCTURES` is the tie-break order of the projection.
 
-Each structure owns a disjoint set of a block's weights (:meth:`Structure.weights`): the ADMM
-variables are their union, and zeroing one structure never touches another's tensors.
+Heads and neurons repeat in every block; residual channels are ``shared``: one set of units for the
+whole model, whose single owner is the first block (:meth:`Structure.owners`). A structure's slices of a
+block's weights (:meth:`Structure.weights`) are the ADMM variables; channels slice the same tensors as
+heads and neurons along the other axis, so their zeroings compose (:func:`zero_pruned`).
+
+Why one module of ~300 lines: the three structures and the helpers over all of them are one registry.
 """
 
 from __future__ import annotations
@@ -19,10 +23,31 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .layouts import UnitLayout, head_layout, neuron_layout
+from .layouts import (
+    UnitLayout,
+    UnitSlice,
+    block_channel_layout,
+    channel_layout,
+    head_layout,
+    masked_norm,
+    neuron_layout,
+    stream_classifiers,
+    stream_norms,
+)
 from .units import BlockUnits
 
 Gate = Callable[[], torch.Tensor]
+
+
+class HookGroup:
+    """Several hooks removed together, like one :class:`RemovableHandle`."""
+
+    def __init__(self, handles: list[RemovableHandle]) -> None:
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 class Structure(ABC):
@@ -36,10 +61,20 @@ class Structure(ABC):
     unit: ClassVar[str]  # one of them, in messages
     # pruning.round_to aligns the kept count of this structure (MLP widths); others move one unit at a time
     aligned: ClassVar[bool] = False
+    # one set of units for the whole model (owned by the first block), not one per block
+    shared: ClassVar[bool] = False
 
     @abstractmethod
     def layout(self, block: BlockUnits) -> UnitLayout:
-        """Where this structure's units live in ``block``."""
+        """Where this structure's units live: in ``block``, or in the whole model for a shared structure."""
+
+    def block_layout(self, block: BlockUnits) -> UnitLayout:
+        """The units' slices inside ``block`` alone (what ADMM and the per-block projection see)."""
+        return self.layout(block)
+
+    def owners(self, blocks: list[BlockUnits]) -> list[BlockUnits]:
+        """The blocks that each hold one set of units: every block, or the first for a shared structure."""
+        return list(blocks[:1]) if self.shared else list(blocks)
 
     @abstractmethod
     def module(self, block: BlockUnits) -> nn.Module:
@@ -53,17 +88,27 @@ class Structure(ABC):
         """Parameters one unit holds (what removing it saves)."""
         return sum(s.per_unit for s in self.layout(block).slices if s.is_parameter)
 
+    def positions(self, piece: UnitSlice, block: BlockUnits, tokens: int) -> int:
+        """Positions per image the layer holding ``piece`` multiplies (0 for a slice that is no weight)."""
+        return tokens if piece.is_linear_weight else 0
+
+    def extra_flops(self, block: BlockUnits, tokens: int) -> int:
+        """FLOPs one unit costs per image outside its weights' matmuls."""
+        return 0
+
     def unit_flops(self, block: BlockUnits, tokens: int) -> int:
-        """FLOPs (multiply-add = 2) one unit costs per image: its rows and columns of every Linear."""
-        return 2 * tokens * sum(s.per_unit for s in self.layout(block).slices if s.is_linear_weight)
+        """FLOPs (multiply-add = 2) one unit costs per image: its rows and columns of every weight."""
+        slices = self.layout(block).slices
+        return 2 * sum(self.positions(s, block, tokens) * s.per_unit for s in slices) + self.extra_flops(block, tokens)
 
     def weights(self, block: BlockUnits) -> dict[str, torch.Tensor]:
         """The block's tensors this structure prunes, by a stable name (the ADMM variables' keys)."""
-        return {name: s.tensor for name, s in self.layout(block).group.items()}
+        return {name: s.tensor for name, s in self.block_layout(block).group.items()}
 
     def group_sums(self, tensors: dict[str, torch.Tensor], block: BlockUnits) -> torch.Tensor:
         """Signed sum over every unit's group of ``tensors`` (shaped like :meth:`weights`), ``[size]``."""
-        return sum(s.group_sums(tensors[name]) for name, s in self.layout(block).group.items() if name in tensors)
+        group = self.block_layout(block).group
+        return sum(s.group_sums(tensors[name]) for name, s in group.items() if name in tensors)
 
     def sq_norms(self, weights: dict[str, torch.Tensor], block: BlockUnits) -> torch.Tensor:
         """Squared l2 norm of every unit's group in ``weights`` (float, ``[size]``)."""
@@ -71,7 +116,7 @@ class Structure(ABC):
 
     def zero(self, weights: dict[str, torch.Tensor], keep: torch.Tensor, block: BlockUnits) -> dict[str, torch.Tensor]:
         """Copies of this structure's tensors in ``weights`` with the units ``keep`` (0/1) drops zeroed."""
-        group = self.layout(block).group
+        group = self.block_layout(block).group
         return {name: s.scaled(weights[name], keep) for name, s in group.items() if name in weights}
 
     def cut(self, block: BlockUnits, kept: torch.Tensor) -> None:
@@ -86,7 +131,7 @@ class Structure(ABC):
         """Input columns of :meth:`consumer` per unit."""
         return self.layout(block).width
 
-    def gate(self, block: BlockUnits, gate: Gate) -> RemovableHandle:
+    def gate(self, block: BlockUnits, gate: Gate) -> RemovableHandle | HookGroup:
         """Multiply every unit's output by ``gate()[unit]`` in the forward pass, until the handle is removed."""
         width = self.unit_width(block)
 
@@ -117,9 +162,8 @@ class Heads(Structure):
     def size(self, block: BlockUnits) -> int:
         return block.num_heads
 
-    def unit_flops(self, block: BlockUnits, tokens: int) -> int:
-        attention = 2 * 2 * tokens * tokens * block.head_dim  # q k^T and A v
-        return super().unit_flops(block, tokens) + attention
+    def extra_flops(self, block: BlockUnits, tokens: int) -> int:
+        return 2 * 2 * tokens * tokens * block.head_dim  # q k^T and A v
 
     def module(self, block: BlockUnits) -> nn.Module:
         return block.attn
@@ -142,7 +186,67 @@ class Neurons(Structure):
         return block.mlp
 
 
-STRUCTURES: dict[str, Structure] = {s.name: s for s in (Heads(), Neurons())}
+class Channels(Structure):
+    """Residual-stream (embedding) channels, shared by every block: a channel is a row of the patch
+    embedding, an entry of every token, position embedding, norm and LayerScale, a column of every layer
+    that reads the stream (qkv, fc1, the classifier) and a row of every layer that writes it (proj, fc2).
+    ``head_dim`` stays whole. Scored by the blocks' Linear slices, which are ADMM variables already.
+
+    Masked, each norm over the stream computes its statistics over the kept channels only and the readers
+    see zeros elsewhere, so the masked model computes what the cut one computes.
+    """
+
+    name = "channels"
+    unit = "channel"
+    shared = True
+
+    def layout(self, block: BlockUnits) -> UnitLayout:
+        return channel_layout(_model(block))
+
+    def block_layout(self, block: BlockUnits) -> UnitLayout:
+        if block.module is None:
+            raise ValueError("channel pruning needs blocks found by find_blocks(model)")
+        return block_channel_layout(block.module, block.dim, f"blocks.{block.index}")
+
+    def size(self, block: BlockUnits) -> int:
+        return block.dim
+
+    def module(self, block: BlockUnits) -> nn.Module:
+        return _model(block)
+
+    def positions(self, piece: UnitSlice, block: BlockUnits, tokens: int) -> int:
+        model = _model(block)
+        if any(piece.owner is h for h in stream_classifiers(model)):
+            return 1  # the classifier reads one pooled vector
+        if isinstance(piece.owner, nn.Conv2d) and piece.attr == "weight":
+            return int(model.patch_embed.num_patches)
+        return super().positions(piece, block, tokens)
+
+    def gate(self, block: BlockUnits, gate: Gate) -> HookGroup:
+        """Cut the stream to the channels ``gate()`` (0/1) keeps: every norm over it normalises over them
+        alone and zeroes the rest, and the classifiers read zeros elsewhere."""
+        model = _model(block)
+
+        def norm_hook(module: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> torch.Tensor:
+            return masked_norm(module, args[0], gate())
+
+        def read_hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            return (args[0] * gate().to(args[0].dtype), *args[1:])
+
+        handles = [norm.register_forward_hook(norm_hook) for norm in stream_norms(model)]
+        return HookGroup(handles + [h.register_forward_pre_hook(read_hook) for h in stream_classifiers(model)])
+
+    def consumer(self, block: BlockUnits) -> nn.Linear:
+        raise ValueError("residual channels have no single consumer layer: learned gates prune heads and neurons")
+
+
+def _model(block: BlockUnits) -> nn.Module:
+    if block.model is None:
+        raise ValueError("channel pruning needs blocks found by find_blocks(model)")
+    return block.model
+
+
+STRUCTURES: dict[str, Structure] = {s.name: s for s in (Heads(), Neurons(), Channels())}
 # the values pruning.structures took before it was a list
 ALIASES: dict[str, tuple[str, ...]] = {"both": ("heads", "neurons")}
 
@@ -193,7 +297,7 @@ def zero_pruned(
         raise KeyError(f"unknown prunable weight {sorted(unknown)[0]!r}")
     out = dict(weights)
     for name, s in STRUCTURES.items():
-        out.update(s.zero(weights, keep[name], block))
+        out.update(s.zero(out, keep[name], block))  # on the running result: channels cross heads' tensors
     return out
 
 

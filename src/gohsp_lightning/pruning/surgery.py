@@ -2,6 +2,7 @@
 
 Each structure cuts its own layers (:meth:`Structure.cut`): new layers are contiguous and keep the
 old device, dtype and ``requires_grad``, so the pruned model runs the same fast paths as the dense one.
+Structures slice different axes (heads the rows of ``qkv``, channels its columns), so their order is free.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def apply_plan(model: nn.Module, plan: PrunePlan) -> nn.Module:
     plan.check(blocks)
     for name, per_block in plan.kept.items():
         s = STRUCTURES[name]
-        for block, kept in zip(blocks, per_block, strict=True):
+        for block, kept in zip(s.owners(blocks), per_block, strict=True):
             if len(kept) < s.size(block):
                 s.cut(block, torch.tensor(kept, dtype=torch.long))
     return model

@@ -6,7 +6,7 @@ Everything here reads shapes only; it never changes the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -44,6 +44,9 @@ class BlockUnits:
     head_dim: int
     hidden: int
     dim: int
+    # the block itself and the whole model, for structures that cross blocks (residual channels)
+    module: nn.Module | None = field(default=None, compare=False, repr=False)
+    model: nn.Module | None = field(default=None, compare=False, repr=False)
 
 
 def find_blocks(model: nn.Module) -> list[BlockUnits]:
@@ -63,13 +66,15 @@ def find_blocks(model: nn.Module) -> list[BlockUnits]:
         if attn is None or mlp is None:
             raise ValueError(f"block {index} of {type(model).__name__} has no 'attn' and 'mlp' to prune")
         try:
-            found.append(block_units(index, attn, mlp))
+            found.append(block_units(index, attn, mlp, block, model))
         except ValueError as error:
             raise ValueError(f"block {index} of {type(model).__name__}: {error}") from None
     return found
 
 
-def block_units(index: int, attn: nn.Module, mlp: nn.Module) -> BlockUnits:
+def block_units(
+    index: int, attn: nn.Module, mlp: nn.Module, module: nn.Module | None = None, model: nn.Module | None = None
+) -> BlockUnits:
     """The shapes of one block's attention and MLP, read through their layouts."""
     heads, neurons = head_layout(attn), neuron_layout(mlp)
     return BlockUnits(
@@ -80,6 +85,8 @@ def block_units(index: int, attn: nn.Module, mlp: nn.Module) -> BlockUnits:
         head_dim=heads.width,
         hidden=neurons.units,
         dim=int(heads.consumer.out_features),
+        module=module,
+        model=model,
     )
 
 
