@@ -50,6 +50,21 @@ FAST = [
 ]
 
 
+def masked_forward(model: torch.nn.Module, plan, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` with ``plan``'s structured masks attached (what the cut model should compute)."""
+    from gohsp_lightning.pruning import StructuredMasks, find_blocks
+
+    blocks = find_blocks(model)
+    masks = StructuredMasks(blocks)
+    masks.set_plan(plan)
+    masks.attach(blocks)
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        masks.detach()
+
+
 def tiny_vit(seed: int = 0, **overrides) -> torch.nn.Module:
     """A real timm VisionTransformer at 32x32 with 3 blocks of 4 heads (head_dim 16, qkv bias on)."""
     torch.manual_seed(seed)

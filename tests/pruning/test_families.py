@@ -13,7 +13,6 @@ from timm.layers import apply_rot_embed_cat
 from gohsp_lightning.pruning import (
     Budget,
     PrunePlan,
-    StructuredMasks,
     apply_plan,
     count_flops,
     count_params,
@@ -26,6 +25,7 @@ from gohsp_lightning.pruning.activations import head_statistics
 from gohsp_lightning.pruning.projection import removed_cost
 from gohsp_lightning.pruning.units import check_family
 
+from ..conftest import masked_forward
 from .test_formulations import reference_maps
 
 EVA = {"ref_feat_shape": (4, 4)}  # RoPE on the 4x4 patch grid of a 32x32 image in 8x8 patches
@@ -79,12 +79,7 @@ def test_family_is_accepted_and_masked_equals_pruned_and_reloads(family, images,
     model = build(name, kwargs)
     blocks = find_blocks(model)
     assert [b.hidden for b in blocks] == [256, 256, 256]
-    masks = StructuredMasks(blocks)
-    masks.set_plan(PLAN)
-    masks.attach(blocks)
-    with torch.no_grad():
-        masked = model(images)
-    masks.detach()
+    masked = masked_forward(model, PLAN, images)
     apply_plan(model, PLAN)
     with torch.no_grad():
         pruned = model(images)

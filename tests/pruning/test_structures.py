@@ -23,7 +23,7 @@ from gohsp_lightning.pruning import (
 from gohsp_lightning.pruning.projection import removed_cost
 from gohsp_lightning.pruning.structures import block_weights, structures_label, zero_pruned
 
-from ..conftest import tiny_vit
+from ..conftest import masked_forward, tiny_vit
 
 NAMES = list(STRUCTURES)
 
@@ -43,12 +43,7 @@ def test_zeroing_gating_and_cutting_a_unit_compute_the_same(name):
     blocks = find_blocks(model)
     plan = _drop(blocks, name, 1, [0, 2])
 
-    masks = StructuredMasks(blocks)
-    masks.set_plan(plan)
-    masks.attach(blocks)
-    with torch.no_grad():
-        gated = model(x)
-    masks.detach()
+    gated = masked_forward(model, plan, x)
 
     zeroed_model = tiny_vit(seed=1)
     zeroed_blocks = find_blocks(zeroed_model)
@@ -181,12 +176,7 @@ def test_channels_compete_with_heads_and_neurons_at_their_exact_interacting_cost
     assert plan.counts("channels")[0] < blocks[0].dim  # channels went, alongside heads and neurons
     predicted = removed_cost(blocks, plan, budget)
     x = torch.randn(2, 3, 32, 32)
-    masks = StructuredMasks(blocks)
-    masks.set_plan(plan)
-    masks.attach(blocks)
-    with torch.no_grad():
-        masked = model(x)
-    masks.detach()
+    masked = masked_forward(model, plan, x)
     before = measure()
     apply_plan(model, plan)
     with torch.no_grad():

@@ -4,7 +4,6 @@ import torch
 from gohsp_lightning.pruning import (
     Budget,
     PrunePlan,
-    StructuredMasks,
     apply_plan,
     count_params,
     find_blocks,
@@ -13,7 +12,7 @@ from gohsp_lightning.pruning import (
 from gohsp_lightning.pruning.projection import removed_cost
 from gohsp_lightning.pruning.structures import block_weights
 
-from ..conftest import tiny_vit
+from ..conftest import masked_forward, tiny_vit
 
 PLAN = PrunePlan(
     heads=((1, 3), (0,), (0, 1, 2, 3)),
@@ -26,13 +25,7 @@ def test_pruned_model_computes_what_the_masked_model_computes(images, fused):
     model = tiny_vit(seed=3)
     for block in model.blocks:
         block.attn.fused_attn = fused
-    blocks = find_blocks(model)
-    masks = StructuredMasks(blocks)
-    masks.set_plan(PLAN)
-    masks.attach(blocks)
-    with torch.no_grad():
-        masked = model(images)
-    masks.detach()
+    masked = masked_forward(model, PLAN, images)
     with torch.no_grad():
         dense = model(images)
     apply_plan(model, PLAN)

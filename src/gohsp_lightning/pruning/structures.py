@@ -204,9 +204,7 @@ class Channels(Structure):
         return channel_layout(_model(block))
 
     def block_layout(self, block: BlockUnits) -> UnitLayout:
-        if block.module is None:
-            raise ValueError("channel pruning needs blocks found by find_blocks(model)")
-        return block_channel_layout(block.module, block.dim, f"blocks.{block.index}")
+        return block_channel_layout(_found(block, "module"), block.dim, f"blocks.{block.index}")
 
     def size(self, block: BlockUnits) -> int:
         return block.dim
@@ -240,10 +238,16 @@ class Channels(Structure):
         raise ValueError("residual channels have no single consumer layer: learned gates prune heads and neurons")
 
 
-def _model(block: BlockUnits) -> nn.Module:
-    if block.model is None:
+def _found(block: BlockUnits, attr: str) -> nn.Module:
+    """``block.module`` or ``block.model``, which only :func:`.find_blocks` fills in."""
+    value = getattr(block, attr)
+    if value is None:
         raise ValueError("channel pruning needs blocks found by find_blocks(model)")
-    return block.model
+    return value
+
+
+def _model(block: BlockUnits) -> nn.Module:
+    return _found(block, "model")
 
 
 STRUCTURES: dict[str, Structure] = {s.name: s for s in (Heads(), Neurons(), Channels())}
