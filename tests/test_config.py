@@ -62,6 +62,20 @@ def test_paper_experiments_carry_the_paper_budgets(tmp_path):
             "pruning.structures=everything",
             r"^pruning.structures='everything' is not allowed; choose from heads, neurons",
         ),
+        ("pruning.structures=[channels]", r"^pruning.structures=\['channels'\] names only shared structures; add"),
+        (
+            "pruning.structures=[heads,channels] pruning.budget=latency",
+            r"^pruning.budget=latency cannot prune channels: with them pruning.budget must be params or flops",
+        ),
+        (
+            "pruning.structures=[heads,channels] pruning.allocation=uniform",
+            r"^pruning.allocation=uniform cannot prune channels",
+        ),
+        ("pruning.structures=[neurons,channels] pruning.round_to=8", r"^pruning.round_to=8 cannot prune channels"),
+        (
+            "pruning.structures=[heads,neurons,channels] pruning.method=gates",
+            r"^pruning.method=gates cannot gate channels .*; use pruning.method=gohsp or oneshot",
+        ),
     ],
 )
 def test_bad_values_fail_with_one_line(override, pattern, tmp_path):
@@ -82,6 +96,7 @@ def test_unknown_key_fails_at_compose(tmp_path):
         ("pruning.structures=both", "both"),
         ("pruning.structures=[neurons]", "neurons"),
         ("pruning.structures=heads", "heads"),
+        ("pruning.structures=[channels,heads,neurons]", "heads+neurons+channels"),
     ],
 )
 def test_structures_take_a_list_or_the_old_values(override, label, tmp_path):

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, get_args
 
 from .errors import one_line
-from .pruning.gates import GATE_KINDS
+from .pruning.gates import GATE_KINDS, check_gateable
 from .pruning.latency import DTYPES
-from .pruning.projection import Allocation, Compete, Unit
+from .pruning.projection import Allocation, Compete, Unit, check_shared
 from .pruning.rankers import RANKERS
 from .pruning.ranking import GraphOptions
 from .pruning.structures import structure_names, structures_label
@@ -259,10 +259,6 @@ def validate(cfg: RunConfig) -> None:
     _check_choice("pruning.method", p.method, METHODS)
     _check_choice("pruning.ranker", p.ranker, RANKERS)
     _check_choice("pruning.allocation", p.allocation, ALLOCATIONS)
-    try:
-        structure_names(p.structures)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
     _check_choice("pruning.budget", p.budget, BUDGET_UNITS)
     _check_choice("pruning.latency_dtype", p.latency_dtype, LATENCY_DTYPES)
     if p.latency_batch_size < 1:
@@ -277,6 +273,13 @@ def validate(cfg: RunConfig) -> None:
     _check_choice("pruning.compete", p.compete, COMPETE)
     if p.round_to < 1:
         raise ConfigError(f"pruning.round_to={p.round_to} must be >= 1 (1 = no rounding of kept MLP neurons)")
+    try:
+        names = structure_names(p.structures)
+        check_shared(names, p.budget, p.allocation, p.round_to)
+        if p.method == "gates":
+            check_gateable(names)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     for key in ("dense_epochs", "admm_epochs", "finetune_epochs"):
         if getattr(p, key) < 0:
             raise ConfigError(f"pruning.{key}={getattr(p, key)} must be >= 0")

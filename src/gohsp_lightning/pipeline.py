@@ -456,6 +456,7 @@ class Pipeline:
             dense=(dense_params, dense_flops),
             pruned=(params, flops),
             top1=Top1(**top1),
+            embed_dim=model.embed_dim,
             export_dir=str(export_dir),
             ranks_agree=self._ranks_report(stage_order(cfg.pruning.method)),
             latency=self._latency_summary(model, plan),

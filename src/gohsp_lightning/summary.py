@@ -38,9 +38,11 @@ def build_summary(
     dense: tuple[int, int],
     pruned: tuple[int, int],
     top1: Top1,
+    embed_dim: int,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The summary of a finished run; ``dense`` and ``pruned`` are (params, flops); ``extra`` adds keys
+    """The summary of a finished run; ``dense`` and ``pruned`` are (params, flops), ``embed_dim`` the pruned
+    model's residual width (smaller than the dense one when channels were pruned); ``extra`` adds keys
     (export_dir, ranks_agree, latency)."""
     p = cfg.pruning
     (dense_params, dense_flops), (params, flops) = dense, pruned
@@ -62,6 +64,7 @@ def build_summary(
             "val_top1": top1.pruned,
             "heads_per_block": plan.heads_per_block,
             "mlp_hidden_per_block": plan.mlp_hidden_per_block,
+            "embed_dim": embed_dim,
         },
         "param_reduction": 1 - params / dense_params,
         "flops_reduction": 1 - flops / dense_flops,

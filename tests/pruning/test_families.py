@@ -54,6 +54,9 @@ FAMILIES = {
 # a norm over the pruned units has different statistics once units go: masked is close to, not equal to, pruned
 NORM_OVER_UNITS = {"eva02 base (SwiGLU with its norm over the hidden units)"}
 PLAN = PrunePlan(heads=((1, 3), (0,), (0, 1, 2, 3)), neurons=(tuple(range(0, 256, 3)), (5,), tuple(range(100, 256))))
+# the same cut with 40 of the 64 residual channels kept: through embeddings, tokens, every norm and the classifier
+WITH_CHANNELS = PrunePlan(**PLAN.kept, channels=(tuple(sorted({*range(0, 64, 2), *range(1, 64, 8)})),))
+PLANS = pytest.mark.parametrize("plan", [PLAN, WITH_CHANNELS], ids=["heads+neurons", "heads+neurons+channels"])
 DATA = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bicubic", "crop_pct": 1.0}
 
 
@@ -73,34 +76,36 @@ def family(request):
     return name, {**SMALL, **kwargs}, request.param in NORM_OVER_UNITS
 
 
-def test_family_is_accepted_and_masked_equals_pruned_and_reloads(family, images, tmp_path):
+@PLANS
+def test_family_is_accepted_and_masked_equals_pruned_and_reloads(family, plan, images, tmp_path):
     name, kwargs, norm_over_units = family
     check_family(name)
     model = build(name, kwargs)
     blocks = find_blocks(model)
     assert [b.hidden for b in blocks] == [256, 256, 256]
-    masked = masked_forward(model, PLAN, images)
-    apply_plan(model, PLAN)
+    masked = masked_forward(model, plan, images)
+    apply_plan(model, plan)
     with torch.no_grad():
         pruned = model(images)
     if norm_over_units:
         assert (masked - pruned).abs().max() <= 0.1 * pruned.abs().max()
     else:
         assert (masked - pruned).abs().max() <= 1e-5
-    save_pruned(tmp_path / "pruned", model, PLAN, name, kwargs, DATA)
+    save_pruned(tmp_path / "pruned", model, plan, name, kwargs, DATA)
     with torch.no_grad():
         reloaded = load_pruned(tmp_path / "pruned")(images)
     assert torch.equal(reloaded, pruned)
 
 
-def test_family_costs_are_what_the_counters_measure(family):
+@PLANS
+def test_family_costs_are_what_the_counters_measure(family, plan):
     name, kwargs, _ = family
     model = build(name, kwargs)
     blocks = find_blocks(model)
     params, flops = count_params(model), count_flops(model, (3, 32, 32))
-    by_params = removed_cost(blocks, PLAN, Budget(0.0, params, "params"))
-    by_flops = removed_cost(blocks, PLAN, Budget(0.0, flops, "flops", num_tokens(model)))
-    apply_plan(model, PLAN)
+    by_params = removed_cost(blocks, plan, Budget(0.0, params, "params"))
+    by_flops = removed_cost(blocks, plan, Budget(0.0, flops, "flops", num_tokens(model)))
+    apply_plan(model, plan)
     assert params - count_params(model) == by_params
     assert flops - count_flops(model, (3, 32, 32)) == by_flops
 

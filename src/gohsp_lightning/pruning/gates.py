@@ -20,6 +20,7 @@ the export carries no gate.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -32,6 +33,17 @@ from .units import BlockUnits
 
 GATE_KINDS = ("sigmoid", "hard_concrete")
 STRETCH = (-0.1, 1.1)  # hard-concrete's stretched interval (gamma, zeta): the tails beyond [0, 1] clamp
+
+
+def check_gateable(names: Sequence[str]) -> None:
+    """Raise a one-line ValueError when a named structure cannot take a learned gate: a shared structure's
+    masked norms divide by the count of kept channels, which a soft 0..1 gate has not."""
+    shared = [n for n in names if STRUCTURES[n].shared]
+    if shared:
+        raise ValueError(
+            f"pruning.method=gates cannot gate {shared[0]} (their masked norms take 0/1 only); "
+            "use pruning.method=gohsp or oneshot with them"
+        )
 
 
 class LearnableGates(nn.Module):
@@ -53,12 +65,7 @@ class LearnableGates(nn.Module):
         self.kind = kind
         self.num_blocks = len(blocks)
         self.names = structure_names(structures)
-        shared = [n for n in self.names if STRUCTURES[n].shared]
-        if shared:
-            raise ValueError(
-                f"learned gates cannot gate {shared[0]} (their masked norms take 0/1 only); "
-                "use pruning.method=admm or oneshot with them"
-            )
+        check_gateable(self.names)
         self.logits = nn.ParameterDict(
             {
                 f"{name}_{b.index}": nn.Parameter(torch.full((STRUCTURES[name].size(b),), float(init)))

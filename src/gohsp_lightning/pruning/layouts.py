@@ -184,10 +184,15 @@ def _set_heads(attn: nn.Module, head_dim: int) -> Callable[[int], None]:
         attn.num_heads = kept
         if hasattr(attn, "attn_dim"):
             attn.attn_dim = kept * head_dim
-        if type(attn) in PRUNED_FORWARDS:
-            attn.__class__ = PRUNED_FORWARDS[type(attn)]
+        _use_pruned_forward(attn)
 
     return resize
+
+
+def _use_pruned_forward(attn: nn.Module) -> None:
+    """Swap in the forward that reshapes to the kept heads' width where timm's reshapes to the block's."""
+    if type(attn) in PRUNED_FORWARDS:
+        attn.__class__ = PRUNED_FORWARDS[type(attn)]
 
 
 def _timm_attention(attn: Attention) -> UnitLayout:
@@ -479,6 +484,8 @@ def _set_width(model: nn.Module) -> Callable[[int], None]:
         for attr in ("embed_dim", "num_features", "head_hidden_size"):
             if hasattr(model, attr):
                 setattr(model, attr, kept)
+        for block in model.blocks:  # the heads' width no longer equals the stream's
+            _use_pruned_forward(block.attn)
 
     return resize
 

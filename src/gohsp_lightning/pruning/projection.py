@@ -196,14 +196,20 @@ def check_feasible(
         )
 
 
-def check_shared(names: Sequence[str], budget: Budget, allocation: str, round_to: int) -> None:
+def check_shared(names: Sequence[str], unit: str, allocation: str, round_to: int) -> None:
     """Raise a one-line ValueError for what a shared structure (residual channels) cannot compete under: their
-    costs interact, so they take a params or FLOPs budget, global allocation and no neuron rounding."""
+    costs interact, so they take a params or FLOPs budget, global allocation and no neuron rounding, and they
+    compete beside at least one per-block structure (a plan cuts whole blocks' units, never only the stream)."""
     shared = [n for n in names if STRUCTURES[n].shared]
     if not shared:
         return
+    if len(shared) == len(names):
+        per_block = ", ".join(n for n, s in STRUCTURES.items() if not s.shared)
+        raise ValueError(
+            f"pruning.structures={list(names)} names only shared structures; add at least one of {per_block}"
+        )
     for key, value, allowed in (
-        ("budget", budget.unit, ("params", "flops")),
+        ("budget", unit, ("params", "flops")),
         ("allocation", allocation, ("global",)),
         ("round_to", round_to, (1,)),
     ):
@@ -324,7 +330,7 @@ def _project(
     if round_to < 1:
         raise ValueError(f"pruning.round_to={round_to} must be >= 1")
     names = structure_names(structures)
-    check_shared(names, budget, allocation, round_to)
+    check_shared(names, budget.unit, allocation, round_to)
     check_feasible(blocks, budget, structures, round_to)
     if fixed_scores is not None:
         scores = check_unit_scores(blocks, fixed_scores)
