@@ -7,6 +7,7 @@ without a new test.
 import pytest
 import torch
 
+from gohsp_lightning import load_pretrained
 from gohsp_lightning.pruning import (
     STRUCTURES,
     Budget,
@@ -185,3 +186,22 @@ def test_channels_compete_with_heads_and_neurons_at_their_exact_interacting_cost
     assert (masked - cut).abs().max() <= 1e-5
     with pytest.raises(ValueError, match=r"pruning\.allocation=uniform cannot prune channels"):
         project(blocks, weights, budget, structures=["heads", "channels"], allocation="uniform")
+
+
+@pytest.mark.parametrize("unit", ["params", "flops"])
+def test_channels_are_priced_exactly_in_the_walk_so_untaken_channels_change_nothing(unit):
+    model = load_pretrained("vit6x6_cifar10")
+    blocks = find_blocks(model)
+    weights = [block_weights(b) for b in blocks]
+    total = count_params(model) if unit == "params" else count_flops(model, (3, 32, 32))
+    neuron = max(Budget(0.0, total, unit, num_tokens(model)).cost("neurons", b) for b in blocks)
+    for sparsity in (0.2, 0.4):
+        budget = Budget(sparsity, total, unit, num_tokens(model))
+        without = project(blocks, weights, budget, structures=["heads", "neurons"])
+        crossing = project(blocks, weights, budget, structures=["heads", "neurons", "channels"])
+        if sparsity == 0.2:  # on the trained model channels compete and lose: the plan without them, exactly
+            assert crossing.counts("channels") == [blocks[0].dim]
+            assert crossing == without
+        else:
+            assert crossing.counts("channels")[0] < blocks[0].dim
+        assert 0 <= removed_cost(blocks, crossing, budget) - budget.target <= neuron  # one cheap step past it

@@ -45,11 +45,45 @@ def cost_terms(blocks: list[BlockUnits], unit: str, tokens: int) -> list[Term]:
 
 def removed_by_terms(terms: list[Term], counts: Mapping[str, Sequence[int]]) -> int:
     """Cost removed when owner ``p`` of structure ``name`` keeps ``counts[name][p]`` units (others: all)."""
-    total = 0
-    for term in terms:
-        left = term.cost
-        for name, position, units in term.shares:
-            if name in counts:
-                left = left // units * counts[name][position]  # exact: the tensor holds every unit equally
-        total += term.cost - left
-    return total
+    return sum(term.cost - _left(term, counts) for term in terms)
+
+
+def _left(term: Term, counts: Mapping[str, Sequence[int]]) -> int:
+    left = term.cost
+    for name, position, units in term.shares:
+        if name in counts:
+            left = left // units * counts[name][position]  # exact: the tensor holds every unit equally
+    return left
+
+
+class RemovedCost:
+    """The exact cost removed as units go one at a time, for a greedy walk: a unit's step recomputes only
+    the terms its structure's owner slices, so asking what one more unit would remove is cheap."""
+
+    def __init__(self, terms: list[Term], sizes: Mapping[str, Sequence[int]]) -> None:
+        self._terms = terms
+        self._counts = {name: list(kept) for name, kept in sizes.items()}
+        self._left = [_left(term, self._counts) for term in terms]
+        self._touching: dict[tuple[str, int], list[int]] = {}
+        for i, term in enumerate(terms):
+            for name, position, _ in term.shares:
+                if name in self._counts:
+                    self._touching.setdefault((name, position), []).append(i)
+        self.removed = sum(term.cost for term in terms) - sum(self._left)
+
+    def after(self, name: str, position: int) -> int:
+        """The removed cost if one more unit of owner ``position`` of structure ``name`` went."""
+        return self.removed + sum(self._left[i] - left for i, left in self._stepped(name, position))
+
+    def take(self, name: str, position: int) -> None:
+        """Remove one unit of owner ``position`` of structure ``name``."""
+        for i, left in self._stepped(name, position):
+            self.removed += self._left[i] - left
+            self._left[i] = left
+        self._counts[name][position] -= 1
+
+    def _stepped(self, name: str, position: int) -> list[tuple[int, int]]:
+        self._counts[name][position] -= 1
+        stepped = [(i, _left(self._terms[i], self._counts)) for i in self._touching.get((name, position), [])]
+        self._counts[name][position] += 1
+        return stepped

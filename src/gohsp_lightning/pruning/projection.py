@@ -9,7 +9,8 @@ of this order, so blocks end up different. At least one unit of every structure 
 
 Residual channels slice the same tensors as heads and neurons, so a unit's cost depends on what else
 goes (:mod:`.costs`): with channels competing, the order is the same (costs taken at the dense model) and
-the plan is its shortest prefix whose exact removed cost meets the budget.
+the walk along it counts each unit at its exact cost given what has gone before, so a plan that takes no
+channel is the plan without channels.
 
 ``round_to`` aligns the kept MLP width of every pruned block to a multiple of N (e.g. 8 or 64), which
 matrix-multiply kernels run faster than odd widths. Heads are not rounded: a head is ``head_dim``
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from .costs import cost_terms, removed_by_terms
+from .costs import RemovedCost, cost_terms, removed_by_terms
 from .plan import PrunePlan
 from .structures import (
     STRUCTURES,
@@ -359,32 +360,62 @@ def _project(
         for kind, name in enumerate(order)
         for position, b in enumerate(STRUCTURES[name].owners(blocks))
     }
-    if any(STRUCTURES[name].shared for name in names):
-        return _plan(blocks, _crossing_prefix(blocks, budget, candidates, left, names))
+    ledger = _Exact(blocks, budget, names) if any(STRUCTURES[n].shared for n in names) else _Sum()
     removed_units: set[tuple[int, int, int]] = set()
-    removed = 0
     target = budget.target
 
     def removable(c: _Candidate) -> bool:
         return (c.kind, c.block, c.index) not in removed_units and left[(c.block, c.kind)] > 1
 
     def remove(c: _Candidate) -> None:
-        nonlocal removed
+        ledger.take(c)
         removed_units.add((c.kind, c.block, c.index))
         left[(c.block, c.kind)] -= 1
-        removed += c.cost
 
     for c in candidates:
-        if removed >= target:
+        if ledger.removed >= target:
             break
-        if removable(c) and removed + c.cost <= target:
+        if removable(c) and ledger.after(c) <= target:
             remove(c)
-    if removed < target:
-        remove(min((c for c in candidates if removable(c)), key=lambda c: (c.cost, c.density)))
+    if ledger.removed < target:
+        remove(min((c for c in candidates if removable(c)), key=lambda c: (ledger.after(c), c.density)))
     plan = _plan(blocks, removed_units)
     if round_to > 1 and any(STRUCTURES[name].aligned for name in names):
         return _align(blocks, budget, plan, scores, names, round_to)
     return plan
+
+
+class _Sum:
+    """The removed cost when unit costs add up (no shared structure competes)."""
+
+    def __init__(self) -> None:
+        self.removed = 0
+
+    def after(self, c: _Candidate) -> int:
+        return self.removed + c.cost
+
+    def take(self, c: _Candidate) -> None:
+        self.removed += c.cost
+
+
+class _Exact:
+    """The removed cost over every sliced tensor, for when a shared structure (channels) competes: a unit's
+    cost then depends on what else has gone (:mod:`.costs`)."""
+
+    def __init__(self, blocks: list[BlockUnits], budget: Budget, names: Sequence[str]) -> None:
+        self._names = list(STRUCTURES)
+        sizes = {name: [STRUCTURES[name].size(b) for b in STRUCTURES[name].owners(blocks)] for name in names}
+        self._cost = RemovedCost(cost_terms(blocks, budget.unit, budget.tokens), sizes)
+
+    @property
+    def removed(self) -> int:
+        return self._cost.removed
+
+    def after(self, c: _Candidate) -> int:
+        return self._cost.after(self._names[c.kind], c.block)
+
+    def take(self, c: _Candidate) -> None:
+        self._cost.take(self._names[c.kind], c.block)
 
 
 def _plan(blocks: list[BlockUnits], removed_units: set[tuple[int, int, int]]) -> PrunePlan:
@@ -398,40 +429,6 @@ def _plan(blocks: list[BlockUnits], removed_units: set[tuple[int, int, int]]) ->
             for kind, (name, s) in enumerate(STRUCTURES.items())
         }
     )
-
-
-def _crossing_prefix(
-    blocks: list[BlockUnits],
-    budget: Budget,
-    candidates: list[_Candidate],
-    left: dict[tuple[int, int], int],
-    names: Sequence[str],
-) -> set[tuple[int, int, int]]:
-    """The shortest prefix of the global order (units an owner may lose, in order) whose exact removed cost
-    meets the budget. Removing more never removes less, so the prefix is found by bisection; the whole
-    sequence meets it, since :func:`check_feasible` counted the same exact costs."""
-    order = list(STRUCTURES)
-    sequence = []
-    for c in candidates:
-        if left[(c.block, c.kind)] > 1:
-            left[(c.block, c.kind)] -= 1
-            sequence.append(c)
-    terms = cost_terms(blocks, budget.unit, budget.tokens)
-
-    def removed(length: int) -> int:
-        counts = {name: [s.size(b) for b in s.owners(blocks)] for name, s in STRUCTURES.items() if name in names}
-        for c in sequence[:length]:
-            counts[order[c.kind]][c.block] -= 1
-        return removed_by_terms(terms, counts)
-
-    low, high = 0, len(sequence)
-    while low < high:
-        middle = (low + high) // 2
-        if removed(middle) >= budget.target:
-            high = middle
-        else:
-            low = middle + 1
-    return {(c.kind, c.block, c.index) for c in sequence[:low]}
 
 
 def _order(scores: torch.Tensor) -> list[int]:
