@@ -202,16 +202,18 @@ def main(argv: list[str] | None = None) -> int:
         m = lat["measured_s"]
         print(
             f"\nLatency budget at {lat['sparsity']:.0%} vs a FLOPs budget of the same predicted latency "
-            f"({lat['device']}, {lat['dtype']}, batch {lat['batch']}; median of {args.repeats}, interleaved)"
+            f"({lat['device']}, {lat['dtype']}, batch {lat['batch']}; median of {args.repeats}, interleaved; "
+            f"table: fixed {1e3 * lat['table_fixed_s']:.1f} ms, parts x{lat['table_scale']:.3f} in the model)"
         )
         print(
             table(
-                ["model", "predicted ms", "measured ms", "speedup", "GMACs", "heads per block", "MLP per block"],
+                ["model", "predicted ms", "measured ms", "predicted speedup", "speedup", "GMACs", "heads", "MLP"],
                 [
                     [
                         name,
                         f"{1e3 * pred:.1f}",
                         f"{1e3 * m[name]:.1f}",
+                        f"{lat['predicted_dense_s'] / pred:.3f}x",
                         f"{m['dense'] / m[name]:.3f}x",
                         f"{lat['macs'][name] / 1e9:.3f}",
                         str(lat.get(name, {}).get("heads", "")),
@@ -226,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(
-            f"prediction error of the latency plan: {lat['prediction_error']:+.1%}; latency plan vs FLOPs plan: "
+            f"prediction error of the latency plan: {lat['prediction_error']:+.1%} in ms (dense "
+            f"{lat['dense_prediction_error']:+.1%}: the machine's drift since the table), "
+            f"{lat['speedup_prediction_error']:+.1%} in speedup; latency plan vs FLOPs plan: "
             f"{lat['latency_plan_over_flops_plan']:.3f}x"
         )
     plain_step_s = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -63,6 +64,25 @@ def test_interleaved_times_every_function_equally_often_in_turns():
     assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
     # 2 warm-up turns, 1 probe each, then 3 samples of one call each, always a before b
     assert calls == ["a", "b"] * (2 + 1 + 3)
+
+
+def test_unbalanced_interleaving_gives_each_function_its_own_repeat_count():
+    calls = {"slow": 0, "fast": 0}
+
+    def slow() -> None:
+        calls["slow"] += 1
+        time.sleep(0.01)
+
+    def fast() -> None:
+        calls["fast"] += 1
+
+    interleaved({"slow": slow, "fast": fast}, torch.device("cpu"), repeats=2, warmup=0, min_sample_s=0.02)
+    assert calls["slow"] == calls["fast"]  # balanced: both repeat the fastest one's count
+    calls.update(slow=0, fast=0)
+    interleaved(
+        {"slow": slow, "fast": fast}, torch.device("cpu"), repeats=2, warmup=0, min_sample_s=0.02, balanced=False
+    )
+    assert calls["slow"] <= 1 + 2 * 2 < calls["fast"]  # probe + about two calls of 10 ms per 20 ms sample
 
 
 def test_the_pruned_twin_is_the_reloaded_export_at_the_budget(models):
@@ -125,6 +145,12 @@ def test_latency_plan_against_the_flops_plan_of_the_same_predicted_latency(model
     assert set(measured) == {"dense", "latency_plan", "flops_plan"}
     assert result["prediction_error"] == pytest.approx(
         result["predicted_latency_plan_s"] / measured["latency_plan"] - 1
+    )
+    # the speedup's error compares shares of the dense time, each side with its own dense time
+    predicted_speedup = result["predicted_dense_s"] / result["predicted_latency_plan_s"]
+    assert result["predicted_latency_plan_speedup"] == pytest.approx(predicted_speedup)
+    assert result["speedup_prediction_error"] == pytest.approx(
+        predicted_speedup / (measured["dense"] / measured["latency_plan"]) - 1
     )
     # the FLOPs plan is the smallest FLOPs cut predicted no slower than the latency plan
     assert result["predicted_flops_plan_s"] <= result["predicted_latency_plan_s"] * (1 + 1e-9)

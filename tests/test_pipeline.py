@@ -233,6 +233,8 @@ def test_latency_budget_measures_a_table_caches_it_and_reports_latency(tmp_path)
     assert table.key["batch_size"] == 4 and table.key["dtype"] == "fp32"
     latency = summary["latency"]
     assert set(latency) >= {"device", "dense_s", "pruned_s", "speedup", "predicted_pruned_s", "prediction_error"}
+    assert latency["predicted_speedup"] == pytest.approx(latency["predicted_dense_s"] / latency["predicted_pruned_s"])
+    assert latency["speedup_prediction_error"] == pytest.approx(latency["predicted_speedup"] / latency["speedup"] - 1)
     # the plan removes 3% of the table's predicted latency (one unit at most above it)
     assert latency["predicted_pruned_s"] / latency["predicted_dense_s"] == pytest.approx(0.97, abs=0.02)
 

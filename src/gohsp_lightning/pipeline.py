@@ -61,7 +61,7 @@ from .pruning import (
 from .pruning.files import atomic_write_json
 from .pruning.gates import fold_gates, plan_from_gates
 from .pruning.latency import DTYPES as LATENCY_DTYPES
-from .pruning.latency import LatencyTable, cache_path, latency_budget, measure_latency_table, measure_model, table_key
+from .pruning.latency import LatencyTable, cache_path, latency_budget, measure_latency_table, measure_models, table_key
 from .pruning.rankers import rank_heads
 from .pruning.structures import block_weights
 from .stages import LAST, ResumePoint, StageFiles, flat_settings, stage_order
@@ -475,22 +475,24 @@ class Pipeline:
         p, table = self.cfg.pruning, self.latency
         device, dtype = torch.device(p.latency_device), LATENCY_DTYPES[p.latency_dtype]
         dense = create_student(self.cfg.model, weights=False)  # the architecture: weights do not change the time
-        measured = {
-            name: measure_model(m, device, dtype, p.latency_batch_size, self.input_size)
-            for name, m in (("dense", dense), ("pruned", pruned), ("dense_again", dense))
-        }
-        dense_s = (measured["dense"] + measured["dense_again"]) / 2  # before and after the pruned model
+        measured = measure_models(
+            {"dense": dense, "pruned": pruned}, device, dtype, p.latency_batch_size, self.input_size
+        )
         predicted = table.predict_plan(plan)
+        speedup, predicted_speedup = measured["dense"] / measured["pruned"], table.dense / predicted
         return {
             "device": table.key.get("device"),
             "dtype": p.latency_dtype,
             "batch_size": p.latency_batch_size,
-            "dense_s": dense_s,
+            "dense_s": measured["dense"],
             "pruned_s": measured["pruned"],
-            "speedup": dense_s / measured["pruned"],
+            "speedup": speedup,
             "predicted_dense_s": table.dense,
             "predicted_pruned_s": predicted,
+            "predicted_speedup": predicted_speedup,
+            # seconds drift with the machine's load between the table and now; the speedup is timed in turns
             "prediction_error": predicted / measured["pruned"] - 1,
+            "speedup_prediction_error": predicted_speedup / speedup - 1,
         }
 
 

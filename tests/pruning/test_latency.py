@@ -3,17 +3,22 @@
 No assertion here depends on how fast this machine is: speed claims are checked by scripts/benchmark.py.
 """
 
+import copy
+import json
+
 import pytest
 import torch
 
 from gohsp_lightning.pruning import PrunePlan, count_params, find_blocks, num_tokens, project
 from gohsp_lightning.pruning.latency import (
     BLOCK_STRUCTURES,
+    TABLE_FORMAT,
     LatencyTable,
     cache_path,
     latency_budget,
     measure_latency_table,
     table_key,
+    without_parts,
 )
 from gohsp_lightning.pruning.projection import removed_cost
 from gohsp_lightning.pruning.structures import block_weights
@@ -25,8 +30,26 @@ from ..conftest import tiny_vit
 def measured():
     model = tiny_vit()
     key = table_key("tiny", torch.device("cpu"), "fp32", 4, (3, 32, 32))
-    table = measure_latency_table(model, key, torch.device("cpu"), torch.float32, 4, (3, 32, 32), 16, 4, 0.005)
+    table = measure_latency_table(model, key, torch.device("cpu"), torch.float32, 4, (3, 32, 32), 16, 4, 0.005, 3)
     return model, table
+
+
+def test_the_table_is_timed_at_the_threads_the_model_will_run_with():
+    """The key says ``cpu xN threads``: every part and the whole model must run with N threads (a timer that
+    drops to one thread, as ``torch.utils.benchmark.Timer`` does by default, measures another machine)."""
+    model = tiny_vit(depth=1)
+    seen: set[int] = set()
+    for module in model.modules():
+        module.register_forward_pre_hook(lambda *_: seen.add(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        key = table_key("tiny", torch.device("cpu"), "fp32", 2, (3, 32, 32))
+        assert key["device"] == "cpu x2 threads"
+        measure_latency_table(model, key, torch.device("cpu"), torch.float32, 2, (3, 32, 32), 16, 2, 0.0, 1)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {2}
 
 
 def test_a_measured_table_covers_every_structure_and_block(measured, tmp_path):
@@ -36,11 +59,37 @@ def test_a_measured_table_covers_every_structure_and_block(measured, tmp_path):
     assert table.widths["heads"] == [[1, 2, 3, 4]] * 3  # every head count
     assert all(w[-1] == 256 and all(c % 16 == 0 for c in w) for w in table.widths["neurons"])
     assert all(t > 0 for per_block in table.times.values() for times in per_block for t in times)
-    assert table.dense == pytest.approx(table.fixed + sum(t[-1] for p in table.times.values() for t in p))
+    parts = sum(t[-1] for p in table.times.values() for t in p)
+    assert table.dense == pytest.approx(table.fixed + table.scale * parts)
+    assert table.fixed > 0 and table.scale > 0 and table.key["format"] == TABLE_FORMAT
     again = LatencyTable.load(table.save(cache_path(tmp_path, table.key)))
     assert again == table and again.key["device"].startswith("cpu")
     with pytest.raises(ValueError, match=r"latency table 'tiny' has heads \[4, 4, 4\], the model has \[6, 6\]"):
         table.check(find_blocks(tiny_vit(depth=2, num_heads=6, embed_dim=96)))
+
+
+def test_the_fixed_part_is_the_model_whose_attention_and_mlp_answer_zeros():
+    """Every block reduces to its residual path (x + 0 + 0), so the rest is the embedding, final norm and head."""
+    model = tiny_vit().eval()
+    rest = without_parts(copy.deepcopy(model))
+    attn_mlp = sum(count_params(m) for b in find_blocks(model) for m in (b.attn, b.mlp))
+    assert count_params(rest) == count_params(model) - attn_mlp
+    images = torch.randn(2, 3, 32, 32)
+    no_blocks = copy.deepcopy(model)
+    no_blocks.blocks = torch.nn.Identity()
+    with torch.no_grad():
+        torch.testing.assert_close(rest(images), no_blocks(images))
+
+
+def test_a_table_without_a_scale_loads_as_format_1(measured, tmp_path):
+    _, table = measured
+    data = json.loads(table.save(tmp_path / "t.json").read_text())
+    del data["scale"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = LatencyTable.load(tmp_path / "old.json")
+    assert old.scale == 1.0 and old.dense == pytest.approx(
+        old.fixed + sum(t[-1] for p in old.times.values() for t in p)
+    )
 
 
 def handmade(blocks, head_cost: list[float], neuron_cost: list[float], fixed: float = 1e-4) -> LatencyTable:

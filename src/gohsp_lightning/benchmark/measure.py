@@ -31,10 +31,11 @@ from ..pruning import (
 )
 from ..pruning.flops import macs
 from ..pruning.latency import DTYPES, LatencyTable, latency_budget, measure_latency_table, table_key
+from ..pruning.projection import max_removable
 from ..pruning.rankers import rank_heads
 from ..pruning.structures import block_weights
+from ..pruning.timing import interleaved, sync
 from .models import calibration_batches, exported_twin
-from .timing import interleaved, out_of_memory, sync
 
 MODES = ("eager", "compiled")
 IMAGENET_TRAIN_IMAGES = 1_281_167
@@ -64,6 +65,11 @@ class BenchmarkOptions:
     calibration_batch_size: int = 64
     epoch_images: int = IMAGENET_TRAIN_IMAGES
     seed: int = 0
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """True for a device out-of-memory error (a batch size to skip, not a bug)."""
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
 def bench_inference(
@@ -142,8 +148,11 @@ def bench_latency_plan(
     def flops_plan(share: float) -> PrunePlan:
         return project(blocks, weights, Budget(share, flops_total, "flops", tokens), round_to=opts.round_to)
 
-    low, high = 0.0, 0.95
-    for _ in range(30):  # the smallest FLOPs cut whose predicted latency is no higher than the latency plan's
+    # the smallest FLOPs cut whose predicted latency is no higher than the latency plan's, at most the most a
+    # FLOPs plan can remove (a table that is steep at few units can predict less than any FLOPs plan reaches)
+    most = max_removable(blocks, Budget(0.0, flops_total, "flops", tokens), round_to=opts.round_to)
+    low, high = 0.0, (most - 0.5) / flops_total  # the share whose ceil'd target is exactly ``most``
+    for _ in range(30):
         middle = (low + high) / 2
         low, high = (low, middle) if table.predict_plan(flops_plan(middle)) <= target else (middle, high)
     by_flops = flops_plan(high)
@@ -161,10 +170,17 @@ def bench_latency_plan(
         "batch": batch,
         "sparsity": opts.sparsity,
         "predicted_dense_s": table.dense,
+        "table_fixed_s": table.fixed,
+        "table_scale": table.scale,
         "predicted_latency_plan_s": target,
         "predicted_flops_plan_s": table.predict_plan(by_flops),
         "measured_s": t,
         "prediction_error": target / t["latency_plan"] - 1,
+        "dense_prediction_error": table.dense / t["dense"] - 1,
+        # the share of the dense latency the plan removes, as predicted vs as measured in the same turns:
+        # unlike seconds, it does not drift with the machine's speed between the table and the timing
+        "predicted_latency_plan_speedup": table.dense / target,
+        "speedup_prediction_error": (table.dense / target) / (t["dense"] / t["latency_plan"]) - 1,
         "latency_plan_speedup": t["dense"] / t["latency_plan"],
         "flops_plan_speedup": t["dense"] / t["flops_plan"],
         "latency_plan_over_flops_plan": t["flops_plan"] / t["latency_plan"],

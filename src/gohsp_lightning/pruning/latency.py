@@ -2,9 +2,14 @@
 
 For each structure (attention for heads, MLP for neurons) and each distinct block shape, the table holds
 the time of that sub-module on ``[batch, tokens, dim]`` input at sampled kept counts (all head counts; a
-few MLP widths, multiples of ``round_to``), measured on the chosen device, dtype and batch size with
-``torch.utils.benchmark``. The rest of the model (patch embedding, norms, residual adds, head) is one
-fixed time: the dense model's measured time minus its blocks' parts. A plan's latency is the fixed time
+few MLP widths, multiples of ``round_to``), measured on the chosen device, dtype and batch size at the
+process's thread count. The rest of the model (patch embedding, norms, residual adds, head) is one fixed
+time, measured as the model with every block's attention and MLP answering zeros. Inside the model the
+parts do not run exactly as alone (measured on DeiT-Small, CPU: slower, as twelve blocks' weights stream
+through the caches), so one ``scale`` maps their isolated times onto the model: ``fixed + scale * parts``
+is the dense model's measured time. Every part, the rest and the whole model are timed in the same
+interleaved rounds (``timing.interleaved``), so a machine whose speed drifts while the table is measured
+shifts them alike. A plan's latency is the fixed time
 plus every block's interpolated parts; the projection (``Budget(unit="latency")``) removes a unit at its
 block's average cost per unit, so ``pruning.sparsity`` is the fraction of the dense latency removed.
 
@@ -24,18 +29,22 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from .files import atomic_write_json
 from .plan import PrunePlan
 from .projection import Budget
 from .structures import STRUCTURES
+from .timing import interleaved
 from .units import BlockUnits, block_units, find_blocks, num_tokens
 
 # a table times each block's sub-modules: residual channels cross every block and are not in it
 BLOCK_STRUCTURES = {name: s for name, s in STRUCTURES.items() if not s.shared}
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# 2: timed at the process's threads, in interleaved rounds, with a measured rest and a scale (a cache key with
+# another format, or none, is another table: cached tables of format 1 are measured again)
+TABLE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -46,10 +55,11 @@ class LatencyTable:
     widths: dict[str, list[list[int]]]
     times: dict[str, list[list[float]]]
     fixed: float
+    scale: float = 1.0  # in-model time of a part / its isolated time (tables of format 1 had none)
 
     def part(self, structure: str, block: int, kept: int) -> float:
-        """Time of ``structure``'s sub-module of ``block`` with ``kept`` units (linear between samples)."""
-        return float(np.interp(kept, self.widths[structure][block], self.times[structure][block]))
+        """In-model time of ``structure``'s sub-module of ``block`` with ``kept`` units (linear between samples)."""
+        return self.scale * float(np.interp(kept, self.widths[structure][block], self.times[structure][block]))
 
     def predict(self, counts: dict[str, list[int]]) -> float:
         """Predicted seconds per batch of a model whose block i keeps ``counts[structure][i]`` units."""
@@ -75,8 +85,8 @@ class LatencyTable:
         """Average seconds one unit of ``structure`` costs in ``block`` (between the fewest and all units sampled)."""
         widths, times = self.widths[structure][block], self.times[structure][block]
         if widths[-1] == widths[0]:
-            return max(times[-1], 0.0) / max(widths[-1], 1)
-        return max((times[-1] - times[0]) / (widths[-1] - widths[0]), 0.0)
+            return self.scale * max(times[-1], 0.0) / max(widths[-1], 1)
+        return self.scale * max((times[-1] - times[0]) / (widths[-1] - widths[0]), 0.0)
 
     def check(self, blocks: list[BlockUnits]) -> None:
         """Raise a one-line ValueError if the table was measured on other block shapes than ``blocks``."""
@@ -95,7 +105,13 @@ class LatencyTable:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
-            return cls(key=data["key"], widths=data["widths"], times=data["times"], fixed=float(data["fixed"]))
+            return cls(
+                key=data["key"],
+                widths=data["widths"],
+                times=data["times"],
+                fixed=float(data["fixed"]),
+                scale=float(data.get("scale", 1.0)),
+            )
         except FileNotFoundError:
             raise FileNotFoundError(f"pruning.latency_table={str(path)!r}: no such file") from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
@@ -113,6 +129,7 @@ def table_key(
     """What a table depends on; tables measured under another key do not transfer."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     return {
+        "format": TABLE_FORMAT,
         "model": model_name,
         "model_kwargs": dict(model_kwargs or {}),
         "device": name,
@@ -126,12 +143,6 @@ def table_key(
 def cache_path(cache_dir: str | Path, key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir) / f"{key['model']}-{digest}.json"
-
-
-def _time(fn: Any, min_run_time: float) -> float:
-    """Median seconds per call (``torch.utils.benchmark`` synchronises CUDA and picks the repeat count)."""
-    fn()  # warm-up
-    return float(benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median)
 
 
 def _sampled_counts(size: int, aligned: bool, round_to: int, samples: int) -> list[int]:
@@ -152,51 +163,80 @@ def measure_latency_table(
     input_size: tuple[int, ...],
     round_to: int = 1,
     samples: int = 8,
-    min_run_time: float = 0.2,
+    min_sample_s: float = 0.05,
+    repeats: int = 7,
 ) -> LatencyTable:
-    """Time every structure's sub-module of every distinct block shape at sampled kept counts, and the model."""
+    """Time every structure's sub-module of every distinct block shape at sampled kept counts, and the model,
+    in ``repeats`` interleaved rounds (medians)."""
     model = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
     blocks = find_blocks(model)
     tokens = num_tokens(model)
-    measured: dict[tuple[Any, ...], tuple[list[int], list[float]]] = {}
-    widths: dict[str, list[list[int]]] = {name: [] for name in BLOCK_STRUCTURES}
-    times: dict[str, list[list[float]]] = {name: [] for name in BLOCK_STRUCTURES}
+    counts: dict[tuple[Any, ...], list[int]] = {}
+    fns: dict[str, Any] = {}
     for b in blocks:
         x = torch.randn(batch_size, tokens, b.dim, device=device, dtype=dtype)
         for name, s in BLOCK_STRUCTURES.items():
             shape = (name, b.dim, b.num_heads, b.head_dim, b.hidden)
-            if shape not in measured:
-                counts = _sampled_counts(s.size(b), s.aligned, round_to, samples)
-                seconds = []
-                for kept in counts:
-                    part = copy.deepcopy(nn.ModuleDict({"attn": b.attn, "mlp": b.mlp}))
-                    units = block_units(b.index, part["attn"], part["mlp"])
-                    if kept < s.size(b):
-                        s.cut(units, torch.arange(kept))
-                    seconds.append(_time(lambda m=s.module(units): m(x), min_run_time))
-                measured[shape] = (counts, seconds)
-            counts, seconds = measured[shape]
-            widths[name].append(list(counts))
-            times[name].append(list(seconds))
+            if shape in counts:
+                continue
+            counts[shape] = _sampled_counts(s.size(b), s.aligned, round_to, samples)
+            for kept in counts[shape]:
+                part = copy.deepcopy(nn.ModuleDict({"attn": b.attn, "mlp": b.mlp}))
+                units = block_units(b.index, part["attn"], part["mlp"])
+                if kept < s.size(b):
+                    s.cut(units, torch.arange(kept))
+                fns[repr((shape, kept))] = lambda m=s.module(units), x=x: m(x)
     images = torch.randn(batch_size, *input_size, device=device, dtype=dtype)
-    whole = _time(lambda: model(images), min_run_time)
+    rest = without_parts(copy.deepcopy(model))
+    fns["model"] = lambda: model(images)
+    fns["rest"] = lambda: rest(images)
+    seconds = interleaved(fns, device, repeats, warmup=1, min_sample_s=min_sample_s, balanced=False)
+    widths: dict[str, list[list[int]]] = {name: [] for name in BLOCK_STRUCTURES}
+    times: dict[str, list[list[float]]] = {name: [] for name in BLOCK_STRUCTURES}
+    for b in blocks:
+        for name in BLOCK_STRUCTURES:
+            shape = (name, b.dim, b.num_heads, b.head_dim, b.hidden)
+            widths[name].append(list(counts[shape]))
+            times[name].append([seconds[repr((shape, kept))] for kept in counts[shape]])
     parts = sum(t[b.index][-1] for t in times.values() for b in blocks)
-    return LatencyTable(key=key, widths=widths, times=times, fixed=whole - parts)
+    scale = (seconds["model"] - seconds["rest"]) / parts if parts > 0 else 1.0
+    return LatencyTable(key=key, widths=widths, times=times, fixed=seconds["rest"], scale=scale)
 
 
-def measure_model(
-    model: nn.Module,
+class _Zeros(nn.Module):
+    """Stands in for a block's attention or MLP: zeros of the input's shape, so the rest of the block (norms,
+    residual adds, LayerScale) runs as it does around the real part."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def without_parts(model: nn.Module) -> nn.Module:
+    """``model`` (modified in place) with every block's timed sub-modules (attention, MLP) answering zeros:
+    what remains is the table's fixed part."""
+    names = {id(module): name for name, module in model.named_modules()}
+    for b in find_blocks(model):
+        for s in BLOCK_STRUCTURES.values():
+            parent, _, attr = names[id(s.module(b))].rpartition(".")
+            setattr(model.get_submodule(parent), attr, _Zeros())
+    return model
+
+
+@torch.no_grad()
+def measure_models(
+    models: dict[str, nn.Module],
     device: torch.device,
     dtype: torch.dtype,
     batch_size: int,
     input_size: tuple[int, ...],
-    min_run_time: float = 0.5,
-) -> float:
-    """Median seconds per batch of ``model`` (a copy, in eval mode) on random input."""
-    model = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    repeats: int = 7,
+    min_sample_s: float = 0.2,
+) -> dict[str, float]:
+    """Median seconds per batch of each model (a copy, in eval mode) on the same random input, timed in turns."""
+    copies = {name: copy.deepcopy(m).to(device=device, dtype=dtype).eval() for name, m in models.items()}
     images = torch.randn(batch_size, *input_size, device=device, dtype=dtype)
-    with torch.no_grad():
-        return _time(lambda: model(images), min_run_time)
+    fns = {name: (lambda m=m: m(images)) for name, m in copies.items()}
+    return interleaved(fns, device, repeats, warmup=1, min_sample_s=min_sample_s)
 
 
 def latency_budget(sparsity: float, table: LatencyTable, tokens: int = 0) -> Budget:
