@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gohsp_lightning.config import ConfigError
+from gohsp_lightning.pruning.ranking import GraphOptions
 
 from .conftest import CONF, compose_run
 
@@ -31,6 +32,12 @@ def test_every_experiment_composes(experiment, tmp_path):
     cfg = compose_run([f"experiment={experiment}", "data.root=/data/x"], tmp_path)
     assert cfg.name == experiment
     assert 0 < cfg.pruning.sparsity < 1
+
+
+def test_the_default_graph_formulation_is_the_cores(tmp_path):
+    """conf/ranking/markov.yaml states the formulation a run uses; the core's GraphOptions() (what rank_heads
+    and the benchmark use when given none) must be the same one."""
+    assert compose_run([], tmp_path).ranking.graph_options() == GraphOptions()
 
 
 def test_paper_experiments_carry_the_paper_budgets(tmp_path):

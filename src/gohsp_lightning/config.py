@@ -123,17 +123,17 @@ class PruningConfig:
 class RankingConfig:
     calibration_images: int = 512
     batch_size: int = 64
-    damping: float = 0.85
-    normalize: str = "block"
     every_n_epochs: int = 0
-    # the graph formulation (pruning.ranking.GraphOptions): what an edge measures, which way the chain
-    # walks, where it teleports, how sharp its transitions are, how pi meets the weight norm
-    similarity: str = "cosine"
-    chain: str = "forward"
-    teleport: str = "uniform"
-    temperature: float = 1.0
-    combine: str = "pow"
-    beta: float = 1.0
+    # the graph formulation, defaults from the core's GraphOptions: what an edge measures, which way the
+    # chain walks, where it teleports, how sharp its transitions are, how pi meets the weight norm
+    damping: float = GraphOptions.damping
+    normalize: str = GraphOptions.normalize
+    similarity: str = GraphOptions.similarity
+    chain: str = GraphOptions.chain
+    teleport: str = GraphOptions.teleport
+    temperature: float = GraphOptions.temperature
+    combine: str = GraphOptions.combine
+    beta: float = GraphOptions.beta
 
     def graph_options(self) -> GraphOptions:
         """The core's :class:`GraphOptions` for these settings (raises ValueError on a bad value)."""

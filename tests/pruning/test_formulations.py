@@ -88,8 +88,8 @@ def test_energy_teleport_is_personalised_pagerank():
     expected = as_blocks(pagerank_by_hand(adjacency("forward"), 0.7, np.array([1.0, 3.0, 0.5, 0.5, 2.0])))
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g / 5, e, atol=1e-9, rtol=1e-7)
-    # with teleport by energy, block 0 is no longer a tie: the high-energy head ranks first
-    factor, _ = graph_head_factor(SIMS, HEADS, GraphOptions(teleport="energy"), energy)
+    # with teleport by energy, block 0 of a forward chain is no longer a tie: the high-energy head ranks first
+    factor, _ = graph_head_factor(SIMS, HEADS, GraphOptions(chain="forward", teleport="energy"), energy)
     assert factor[0][1] > factor[0][0]
 
 

@@ -42,11 +42,14 @@ class GraphOptions:
       factor ``exp(beta * z)``, z the per-block z-score of pi, so the ranking's weight does not depend on
       pi's raw spread and the sign of ``beta`` says whether heads resembling their neighbours matter more
       (``beta > 0``) or are redundant (``beta < 0``).
+
+    The defaults are the formulation the ranking-quality harness chose on val for the shipped model (README,
+    "Does the head ranking carry information?"); ``conf/ranking/markov.yaml`` and the run config read them.
     """
 
     similarity: Similarity = "cosine"
-    chain: Chain = "forward"
-    teleport: Teleport = "uniform"
+    chain: Chain = "backward"
+    teleport: Teleport = "energy"
     temperature: float = 1.0
     combine: Combine = "pow"
     beta: float = 1.0
