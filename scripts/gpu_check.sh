@@ -6,7 +6,8 @@
 #   2. DeiT-Small training step (forward + backward + AdamW), plain vs ADMM, and a graph-ranking pass;
 #   3. DeiT-Small: a budget=latency plan measured on this GPU vs a budget=flops plan of the same predicted
 #      latency (prediction error, which is faster);
-#   4. the default pipeline end to end on the GPU (bf16-mixed), to show the training stages run there.
+#   4. the default pipeline end to end on the GPU (bf16-mixed), to show the training stages run there;
+#   5. the tests whose CUDA cases only a GPU runs (head scores broadcast as a CPU tensor).
 # Usage: bash scripts/gpu_check.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,3 +25,4 @@ python scripts/benchmark.py --model deit_tiny_patch16_224 --sparsity 0.30 "${com
 WANDB_MODE=offline python run.py trainer=gpu logger=csv hydra.run.dir="$out/default_run"
 python -c "import json; s = json.load(open('$out/default_run/summary.json')); print('default run on GPU:', \
 s['pretrained']['val_top1'], '->', s['pruned']['val_top1'], 'val top-1 at', round(s['param_reduction'], 3), 'removed')"
+python -m pytest -q tests/test_module.py -k "cpu_tensor"

@@ -7,8 +7,9 @@ import itertools
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
-from gohsp_lightning.callbacks import HeadRankingCallback
+from gohsp_lightning.callbacks import HeadRankingCallback, broadcast_from_rank_zero
 from gohsp_lightning.data import ImageDataModule, resolve_data_config
 from gohsp_lightning.models import create_student
 from gohsp_lightning.module import GohspModule
@@ -26,6 +27,9 @@ class EpochMetrics(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epochs.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"))
 
 
 def setup(tmp_path, *overrides):
@@ -50,8 +54,8 @@ def trainer(tmp_path, epochs, callbacks, **kwargs):
 
 
 def test_admm_penalty_and_residual_fall_while_training(tmp_path):
-    # the cosine/forward/uniform formulation: on this random-init model the default (cka/backward/energy) scores
-    # keep moving the support between the 5 per-epoch Z updates, and the penalty plateaus (0.43 -> 0.44)
+    # the cosine/forward/uniform formulation: on this random-init model the cka/backward/energy scores kept moving
+    # the support between the 5 per-epoch Z updates, and the penalty plateaued (0.43 -> 0.44)
     graph = ["ranking.similarity=cosine", "ranking.chain=forward", "ranking.teleport=uniform"]
     cfg, model, dm = setup(tmp_path, "admm.rho=0.05", "optim.lr=2e-3", "admm.update_every_n_steps=0", *graph)
     module = GohspModule(model, cfg, "admm", budget=Budget(0.4, count_params(model)))
@@ -76,6 +80,44 @@ def test_admm_penalty_and_residual_fall_while_training(tmp_path):
     assert abs(float(module.head_scores.mean()) - 1.0) < 1e-6
     # the masks follow the support of Z, at the budget
     assert abs(module.current_sparsity() - 0.4) < 0.01
+
+
+def test_per_step_logs_stay_on_their_rank_and_epoch_logs_sync_once(tmp_path, monkeypatch):
+    """An all-reduce per metric per step stalls multi-GPU training: step values are logged as the rank's own,
+    epoch values are reduced once at the epoch's end."""
+    cfg, model, dm = setup(tmp_path)
+    module = GohspModule(model, cfg, "admm", budget=Budget(0.4, count_params(model)))
+    logged: dict[str, dict] = {}
+    real_log = module.log
+
+    def spy(name: str, value: torch.Tensor, **kwargs) -> None:
+        logged[name] = kwargs
+        real_log(name, value, **kwargs)
+
+    monkeypatch.setattr(module, "log", spy)
+    trainer(tmp_path, 1, [], limit_train_batches=2, limit_val_batches=1, enable_checkpointing=False).fit(module, dm)
+    per_step = {name: kw for name, kw in logged.items() if kw.get("on_step")}
+    assert {"admm/loss_step", "admm/penalty_step", "admm/task_loss_step"} <= set(per_step)
+    assert not any(kw.get("sync_dist") for kw in per_step.values())
+    assert logged["admm/loss_epoch"]["sync_dist"] and not logged["admm/loss_epoch"]["on_step"]
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_head_scores_travel_to_other_ranks_as_a_cpu_tensor(device):
+    """Lightning's broadcast pickles what it sends: a CUDA tensor would land on rank 0's GPU on every rank.
+    The helper sends a CPU copy and hands the result back on the caller's device (scripts/gpu_check.sh runs
+    the CUDA case)."""
+    sent: list[torch.device] = []
+
+    class RecordingStrategy(SingleDeviceStrategy):
+        def broadcast(self, obj, src=0):
+            sent.append(obj.device)
+            return super().broadcast(obj, src)
+
+    scores = torch.arange(6, dtype=torch.float64, device=device)
+    got = broadcast_from_rank_zero(RecordingStrategy(device=torch.device(device)), scores)
+    assert sent == [torch.device("cpu")]
+    assert got.device == scores.device and torch.equal(got.cpu(), scores.cpu())
 
 
 def test_checkpoints_load_with_weights_only(tmp_path):

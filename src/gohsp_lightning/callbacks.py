@@ -19,12 +19,21 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import RankingConfig
 from .pruning.files import atomic_write_json
 from .pruning.rankers import rank_heads
+
+
+def broadcast_from_rank_zero(strategy: Strategy, tensor: torch.Tensor) -> torch.Tensor:
+    """Rank 0's ``tensor`` on every rank, on the caller's own device.
+
+    A CPU copy travels: Lightning's ``broadcast`` pickles objects, and a CUDA tensor would unpickle onto rank 0's
+    device on every rank (an extra CUDA context and memory on GPU 0 per rank)."""
+    return strategy.broadcast(tensor.detach().cpu(), src=0).to(tensor.device)
 
 
 class HeadRankingCallback(Callback):
@@ -80,9 +89,7 @@ class HeadRankingCallback(Callback):
             pl_module.set_head_scores(None)
             return
         self.local_scores = [s.clone() for s in scores]
-        # a CPU tensor: Lightning's broadcast pickles objects, and a CUDA tensor would unpickle onto rank 0's device
-        # on every rank (extra CUDA contexts and memory on GPU 0); set_head_scores copies it to the module's device
-        flat = trainer.strategy.broadcast(torch.cat(scores).to(device="cpu", dtype=torch.float64), src=0)
+        flat = broadcast_from_rank_zero(trainer.strategy, torch.cat(scores).to(torch.float64))
         pl_module.set_head_scores(flat)
         per_block = [s.tolist() for s in flat.cpu().split([b.num_heads for b in pl_module.blocks])]
         self.history.append({"epoch": trainer.current_epoch, "scores": per_block})

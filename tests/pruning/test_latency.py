@@ -59,6 +59,8 @@ def test_a_measured_table_covers_every_structure_and_block(measured, tmp_path):
     assert table.widths["heads"] == [[1, 2, 3, 4]] * 3  # every head count
     assert all(w[-1] == 256 and all(c % 16 == 0 for c in w) for w in table.widths["neurons"])
     assert all(t > 0 for per_block in table.times.values() for times in per_block for t in times)
+    # monotone in width, whatever the timing noise (the medians are fitted non-decreasing)
+    assert all(a <= b for per_block in table.times.values() for t in per_block for a, b in zip(t, t[1:]))
     parts = sum(t[-1] for p in table.times.values() for t in p)
     assert table.dense == pytest.approx(table.fixed + table.scale * parts)
     assert table.fixed > 0 and table.scale > 0 and table.key["format"] == TABLE_FORMAT

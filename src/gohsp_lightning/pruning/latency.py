@@ -3,18 +3,19 @@
 For each structure (attention for heads, MLP for neurons) and each distinct block shape, the table holds
 the time of that sub-module on ``[batch, tokens, dim]`` input at sampled kept counts (all head counts; a
 few MLP widths, multiples of ``round_to``), measured on the chosen device, dtype and batch size at the
-process's thread count. The rest of the model (patch embedding, norms, residual adds, head) is one fixed
-time, measured as the model with every block's attention and MLP answering zeros. Inside the model the
-parts do not run exactly as alone (measured on DeiT-Small, CPU: slower, as twelve blocks' weights stream
-through the caches), so one ``scale`` maps their isolated times onto the model: ``fixed + scale * parts``
-is the dense model's measured time. Every part, the rest and the whole model are timed in the same
-interleaved rounds (``timing.interleaved``), so a machine whose speed drifts while the table is measured
-shifts them alike. A plan's latency is the fixed time
-plus every block's interpolated parts; the projection (``Budget(unit="latency")``) removes a unit at its
-block's average cost per unit, so ``pruning.sparsity`` is the fraction of the dense latency removed.
+process's thread count, fitted non-decreasing in width (isotonic regression of the medians). The rest of
+the model (patch embedding, norms, residual adds, head) is one fixed time, measured as the model with
+every block's attention and MLP answering zeros. Inside the model the parts do not run exactly as alone
+(DeiT-Small on a CPU: 3-7% slower), so one ``scale`` maps their isolated times onto the model:
+``fixed + scale * parts`` is the dense model's measured time. Every part, the rest and the whole model are
+timed in the same interleaved rounds (``timing.interleaved``), so a machine whose speed drifts while the
+table is measured shifts them alike. A plan's latency is the fixed time plus every block's interpolated
+parts; the projection (``Budget(unit="latency")``) removes a unit at its block's average cost per unit, so
+``pruning.sparsity`` is the fraction of the dense latency removed.
 
 Blocks of the same shape run the same kernels, so each distinct shape is timed once (a dense ViT: once).
-Tables are cached as JSON keyed by model, device name, dtype, batch size, input size and torch version.
+Tables are cached as JSON keyed by table format, model, device name, dtype, batch size, input size and torch
+version.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import isotonic_regression
 from torch import nn
 
 from .files import atomic_write_json
@@ -197,7 +199,9 @@ def measure_latency_table(
         for name in BLOCK_STRUCTURES:
             shape = (name, b.dim, b.num_heads, b.head_dim, b.hidden)
             widths[name].append(list(counts[shape]))
-            times[name].append([seconds[repr((shape, kept))] for kept in counts[shape]])
+            medians = [seconds[repr((shape, kept))] for kept in counts[shape]]
+            # more units never run faster: noise that says so would give units a negative cost
+            times[name].append(isotonic_regression(medians).x.tolist())
     parts = sum(t[b.index][-1] for t in times.values() for b in blocks)
     scale = (seconds["model"] - seconds["rest"]) / parts if parts > 0 else 1.0
     return LatencyTable(key=key, widths=widths, times=times, fixed=seconds["rest"], scale=scale)
