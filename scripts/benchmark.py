@@ -104,7 +104,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--min-sample-s", type=float, default=0.2, help="calls per sample grow until one sample lasts this"
     )
-    parser.add_argument("--train-batch-size", type=int, default=32, help="batch of the plain/ADMM training step")
+    parser.add_argument("--train-batch-size", type=int, default=32, help="batch of the training-step comparison")
+    parser.add_argument(
+        "--train-precision",
+        choices=("fp32", "bf16-mixed"),
+        default="fp32",
+        help="training steps in fp32 or under bf16 autocast (as trainer.precision=bf16-mixed)",
+    )
     parser.add_argument("--rho", type=float, default=1e-3, help="ADMM rho (the cost does not depend on it)")
     parser.add_argument("--calibration-images", type=int, default=64, help="N images of the ranking pass")
     parser.add_argument("--calibration-batch-size", type=int, default=64, help="batch of the ranking pass")
@@ -235,19 +241,30 @@ def main(argv: list[str] | None = None) -> int:
         )
     plain_step_s = None
     if not args.skip_train:
-        train = bench_training(opts, dense, input_size)
+        train = bench_training(opts, dense, input_size, pruned)
         results["training"] = train
         plain_step_s = train["plain_step_s"]
-        print(f"\nTraining step on {train['device']}, fp32, batch {train['batch']} (forward + backward + AdamW step)")
+        print(
+            f"\nTraining step per stage on {train['device']}, {train['precision']}, batch {train['batch']} "
+            "(forward + backward + AdamW step; fine-tune: the pruned student + the dense teacher's forward + KD)"
+        )
         print(
             table(
-                ["plain step s", "ADMM step s", "ADMM / plain", "penalty fwd+bwd s", "penalty / plain"],
+                [
+                    "dense step s",
+                    "ADMM step s",
+                    "ADMM / dense",
+                    "fine-tune step s",
+                    "fine-tune / dense",
+                    "penalty / dense",
+                ],
                 [
                     [
                         f"{train['plain_step_s']:.3f}",
                         f"{train['admm_step_s']:.3f}",
                         f"{train['admm_over_plain']:.3f}x",
-                        f"{train['penalty_fwd_bwd_s']:.4f}",
+                        f"{train['finetune_step_s']:.3f}",
+                        f"{train['finetune_over_plain']:.3f}x",
                         f"{train['penalty_over_plain']:.2%}",
                     ]
                 ],

@@ -3,7 +3,8 @@
 # in one run and printed as ratios, and written as JSON under OUT (default: gpu_check/):
 #   1. DeiT-Small at 35% of params removed and DeiT-Tiny at 30% (round_to 64): dense vs pruned inference at
 #      batch 1, 64, 256 in bf16 and fp16, eager and torch.compile'd, with efficiency = speedup / MACs reduction;
-#   2. DeiT-Small training step (forward + backward + AdamW), plain vs ADMM, and a graph-ranking pass;
+#   2. DeiT-Small training step per stage (forward + backward + AdamW, bf16-mixed): dense vs ADMM vs the
+#      fine-tune (pruned student + dense teacher, KD), and a graph-ranking pass;
 #   3. DeiT-Small: a budget=latency plan measured on this GPU vs a budget=flops plan of the same predicted
 #      latency (prediction error, which is faster);
 #   4. the default pipeline end to end on the GPU (bf16-mixed), to show the training stages run there;
@@ -19,7 +20,7 @@ python -c "import torch; print('GPU:', torch.cuda.get_device_name(), '| torch', 
 common=(--devices cuda --dtypes bf16,fp16 --modes eager,compiled --batch-sizes 1,64,256 --repeats 5 --warmup 3
         --round-to 64)
 python scripts/benchmark.py --model deit_small_patch16_224 --sparsity 0.35 "${common[@]}" \
-    --train-batch-size 64 --latency-plan --latency-batch-size 64 --json "$out/deit_small.json"
+    --train-batch-size 64 --train-precision bf16-mixed --latency-plan --latency-batch-size 64 --json "$out/deit_small.json"
 python scripts/benchmark.py --model deit_tiny_patch16_224 --sparsity 0.30 "${common[@]}" \
     --skip-train --skip-ranking --json "$out/deit_tiny.json"
 WANDB_MODE=offline python run.py trainer=gpu logger=csv hydra.run.dir="$out/default_run"

@@ -120,10 +120,13 @@ def test_inference_rows_relate_speedup_and_efficiency(models):
     assert "out of memory" in format_inference([{**rows[0], "skipped": "out of memory"}])
 
 
-def test_training_and_ranking_comparisons_report_consistent_ratios(models):
-    dense, _, _ = models
-    train = bench_training(options(), dense, INPUT)
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+def test_training_and_ranking_comparisons_report_consistent_ratios(models, precision):
+    dense, pruned, _ = models
+    train = bench_training(options(train_precision=precision), dense, INPUT, pruned)
+    assert train["precision"] == precision
     assert train["admm_over_plain"] == pytest.approx(train["admm_step_s"] / train["plain_step_s"])
+    assert train["finetune_over_plain"] == pytest.approx(train["finetune_step_s"] / train["plain_step_s"])
     assert train["prunable_weights"] == sum(
         w.numel() for b in find_blocks(dense) for w in (b.attn.qkv.weight, b.attn.qkv.bias, b.attn.proj.weight)
     ) + sum(w.numel() for b in find_blocks(dense) for w in (b.mlp.fc1.weight, b.mlp.fc1.bias, b.mlp.fc2.weight))

@@ -39,6 +39,7 @@ from .pruning import (
     find_blocks,
     prunable_weights,
 )
+from .pruning.distill import distillation_loss
 from .pruning.gates import LearnableGates, budget_penalty, expected_removed
 from .pruning.projection import removed_cost
 from .pruning.rankers import fixed_unit_scores
@@ -175,15 +176,9 @@ class GohspModule(L.LightningModule):
         return F.cross_entropy(logits, target, label_smoothing=self.cfg.data.label_smoothing)
 
     def _distill_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        d = self.cfg.distill
         with torch.no_grad():
             teacher_logits = self.teacher(x)
-        if d.kind == "hard":
-            return F.cross_entropy(logits, teacher_logits.argmax(dim=-1))
-        t = d.temperature
-        student = F.log_softmax(logits / t, dim=-1)
-        target = F.log_softmax(teacher_logits / t, dim=-1)
-        return F.kl_div(student, target, reduction="batchmean", log_target=True) * t * t
+        return distillation_loss(logits, teacher_logits, self.cfg.distill.kind, self.cfg.distill.temperature)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch

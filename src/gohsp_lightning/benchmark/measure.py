@@ -29,6 +29,7 @@ from ..pruning import (
     project,
     prunable_weights,
 )
+from ..pruning.distill import distillation_loss
 from ..pruning.flops import macs
 from ..pruning.latency import DTYPES, LatencyTable, latency_budget, measure_latency_table, table_key
 from ..pruning.projection import max_removable
@@ -60,6 +61,7 @@ class BenchmarkOptions:
     warmup: int = 2
     min_sample_s: float = 0.2
     train_batch_size: int = 32
+    train_precision: str = "fp32"  # or "bf16-mixed" (autocast, as Lightning's precision plugin)
     rho: float = 1e-3
     calibration_images: int = 64
     calibration_batch_size: int = 64
@@ -190,42 +192,55 @@ def bench_latency_plan(
     }
 
 
-def bench_training(opts: BenchmarkOptions, dense: nn.Module, input_size: tuple[int, ...]) -> dict[str, Any]:
-    """Plain step vs ADMM step (same weights, data and optimizer; forward + backward + AdamW), fp32, on the
-    last benchmarked device, plus the ADMM penalty's own forward + backward."""
+def bench_training(
+    opts: BenchmarkOptions, dense: nn.Module, input_size: tuple[int, ...], pruned: nn.Module | None = None
+) -> dict[str, Any]:
+    """The training step of each stage, timed in turns on the last benchmarked device (same data, AdamW;
+    forward + backward + step) at ``opts.train_precision``: the dense model (plain), the ADMM stage (+ the
+    penalty) and, given the ``pruned`` model, the fine-tune stage (the pruned student + the frozen dense
+    teacher's forward + the distillation loss); plus the ADMM penalty's own forward + backward."""
     device = torch.device(opts.devices[-1])
     generator = torch.Generator().manual_seed(opts.seed)
     x = torch.randn(opts.train_batch_size, *input_size, generator=generator).to(device)
     y = torch.randint(dense.num_classes, (opts.train_batch_size,), generator=generator).to(device)
+    # as Lightning's bf16-mixed: the forward and the losses under autocast, the weights and AdamW in fp32
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.train_precision == "bf16-mixed")
 
-    plain_model = copy.deepcopy(dense).to(device).train()
-    admm_model = copy.deepcopy(dense).to(device).train()
-    blocks = find_blocks(admm_model)
-    budget = Budget(opts.sparsity, count_params(admm_model))
+    models = {name: copy.deepcopy(dense).to(device).train() for name in ("plain", "admm")}
+    if pruned is not None:
+        models["finetune"] = copy.deepcopy(pruned).to(device).train()
+    teacher = copy.deepcopy(dense).to(device).eval().requires_grad_(False)
+    blocks = find_blocks(models["admm"])
+    budget = Budget(opts.sparsity, count_params(models["admm"]))
     projector = StructuredProjector(blocks, budget, round_to=opts.round_to)
     admm = AdmmState(prunable_weights(blocks), opts.rho).to(device)
     admm.reset(prunable_weights(blocks), projector)
     admm.update(prunable_weights(blocks), projector)  # U != 0, as mid-stage
-    optimizers = {
-        name: create_optimizer_v2(m, opt="adamw", lr=1e-6, weight_decay=0.05)
-        for name, m in (("plain", plain_model), ("admm", admm_model))
-    }
+    optimizers = {name: create_optimizer_v2(m, opt="adamw", lr=1e-6, weight_decay=0.05) for name, m in models.items()}
 
-    def step(name: str, model: nn.Module) -> None:
+    def step(name: str) -> None:
         optimizers[name].zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        if name == "admm":
-            loss = loss + admm.penalty(prunable_weights(blocks))
+        with autocast:
+            logits = models[name](x)
+            loss = F.cross_entropy(logits, y)
+            if name == "admm":
+                loss = loss + admm.penalty(prunable_weights(blocks))
+            if name == "finetune":
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+                loss = 0.5 * loss + 0.5 * distillation_loss(logits, teacher_logits)
         loss.backward()
         optimizers[name].step()
 
     def penalty_only() -> None:
-        admm_model.zero_grad(set_to_none=True)
+        models["admm"].zero_grad(set_to_none=True)
         admm.penalty(prunable_weights(blocks)).backward()
 
-    steps = {"plain": lambda: step("plain", plain_model), "admm": lambda: step("admm", admm_model)}
-    t = interleaved(steps, device, opts.repeats, opts.warmup, 0.0)
+    t = interleaved({name: (lambda name=name: step(name)) for name in models}, device, opts.repeats, opts.warmup, 0.0)
     penalty = interleaved({"penalty": penalty_only}, device, opts.repeats, opts.warmup, opts.min_sample_s)["penalty"]
+    finetune = (
+        {} if pruned is None else {"finetune_step_s": t["finetune"], "finetune_over_plain": t["finetune"] / t["plain"]}
+    )
     return {
         "device": device.type,
         "batch": opts.train_batch_size,
@@ -235,6 +250,8 @@ def bench_training(opts: BenchmarkOptions, dense: nn.Module, input_size: tuple[i
         "admm_over_plain": t["admm"] / t["plain"],
         "penalty_fwd_bwd_s": penalty,
         "penalty_over_plain": penalty / t["plain"],
+        "precision": opts.train_precision,
+        **finetune,
     }
 
 
