@@ -6,8 +6,10 @@ What it measures (random weights: speed does not depend on the values):
   and on the GPU when present, in fp32 and bf16. Calls alternate dense, pruned, dense, pruned, ...
   so both models see the same machine load; medians are reported. ``efficiency = speedup / FLOPs
   reduction`` says how much of the FLOPs cut turns into wall-clock speed (1.0 = all of it).
-* training step: forward + backward + AdamW step of the dense model, plain vs with the ADMM penalty
-  ``AdmmState.penalty`` added (the ADMM stage's W-step), plus the penalty's forward + backward alone.
+* training step of each stage: forward + backward + AdamW step of the dense model (plain), with the ADMM
+  penalty ``AdmmState.penalty`` added (the ADMM stage's W-step), and of the pruned student with the frozen
+  dense teacher's forward and the KD loss (the fine-tune stage), timed in turns, in fp32 or under bf16
+  autocast (``--train-precision bf16-mixed``); plus the penalty's forward + backward alone.
 * ranking: one graph ranking pass (``rank_heads("graph", ...)``) on N calibration images, compared with
   plain training steps over the same N images and over one epoch of ``--epoch-images`` images (both
   extrapolated from the measured plain step time).

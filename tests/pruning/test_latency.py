@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from gohsp_lightning.pruning import PrunePlan, count_params, find_blocks, num_tokens, project
+from gohsp_lightning.pruning import PrunePlan, count_params, find_blocks, latency, num_tokens, project
 from gohsp_lightning.pruning.latency import (
     BLOCK_STRUCTURES,
     TABLE_FORMAT,
@@ -81,6 +81,20 @@ def test_the_fixed_part_is_the_model_whose_attention_and_mlp_answer_zeros():
     no_blocks.blocks = torch.nn.Identity()
     with torch.no_grad():
         torch.testing.assert_close(rest(images), no_blocks(images))
+
+
+def test_a_model_timed_no_slower_than_its_rest_keeps_the_parts_as_timed_alone(monkeypatch):
+    """Noise can time the whole model no slower than its fixed rest; the scale would then be 0 or negative and
+    every unit free. The table falls back to the parts as timed alone, and still predicts the model's time."""
+
+    def clock(fns, *args, **kwargs):
+        return {name: 0.010 if name in ("model", "rest") else 0.001 for name in fns}
+
+    monkeypatch.setattr(latency, "interleaved", clock)
+    key = table_key("tiny", torch.device("cpu"), "fp32", 2, (3, 32, 32))
+    table = measure_latency_table(tiny_vit(), key, torch.device("cpu"), torch.float32, 2, (3, 32, 32), 16, 2)
+    assert table.scale == 1.0 and table.dense == pytest.approx(0.010)
+    assert all(table.unit_cost("heads", b) >= 0 for b in range(3))
 
 
 def test_a_table_without_a_scale_loads_as_format_1(measured, tmp_path):

@@ -1,5 +1,6 @@
 """The comparisons, each measured side by side in one call: inference (dense vs pruned), a latency-budget plan
-vs a FLOPs-budget plan, a plain vs an ADMM training step, and a graph-ranking pass vs training."""
+vs a FLOPs-budget plan, the training step of each stage (dense, ADMM, fine-tune), and a graph-ranking pass vs
+training."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from torch import nn
 
+from ..config import DistillConfig
 from ..pruning import (
     AdmmState,
     Budget,
@@ -67,6 +69,16 @@ class BenchmarkOptions:
     calibration_batch_size: int = 64
     epoch_images: int = IMAGENET_TRAIN_IMAGES
     seed: int = 0
+
+
+TRAIN_PRECISIONS = ("fp32", "bf16-mixed")
+
+
+def _autocast(opts: BenchmarkOptions, device: torch.device) -> torch.autocast:
+    """bf16 autocast for ``train_precision=bf16-mixed`` (as Lightning's precision plugin), else a no-op."""
+    if opts.train_precision not in TRAIN_PRECISIONS:
+        raise ValueError(f"train_precision={opts.train_precision!r}: choose one of {', '.join(TRAIN_PRECISIONS)}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.train_precision == "bf16-mixed")
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -204,12 +216,13 @@ def bench_training(
     x = torch.randn(opts.train_batch_size, *input_size, generator=generator).to(device)
     y = torch.randint(dense.num_classes, (opts.train_batch_size,), generator=generator).to(device)
     # as Lightning's bf16-mixed: the forward and the losses under autocast, the weights and AdamW in fp32
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.train_precision == "bf16-mixed")
+    autocast = _autocast(opts, device)
 
     models = {name: copy.deepcopy(dense).to(device).train() for name in ("plain", "admm")}
     if pruned is not None:
         models["finetune"] = copy.deepcopy(pruned).to(device).train()
-    teacher = copy.deepcopy(dense).to(device).eval().requires_grad_(False)
+    teacher = None if pruned is None else copy.deepcopy(dense).to(device).eval().requires_grad_(False)
+    kd = DistillConfig()  # the fine-tune stage's default distillation
     blocks = find_blocks(models["admm"])
     budget = Budget(opts.sparsity, count_params(models["admm"]))
     projector = StructuredProjector(blocks, budget, round_to=opts.round_to)
@@ -225,10 +238,11 @@ def bench_training(
             loss = F.cross_entropy(logits, y)
             if name == "admm":
                 loss = loss + admm.penalty(prunable_weights(blocks))
-            if name == "finetune":
+            if teacher is not None and name == "finetune":
                 with torch.no_grad():
                     teacher_logits = teacher(x)
-                loss = 0.5 * loss + 0.5 * distillation_loss(logits, teacher_logits)
+                distill = distillation_loss(logits, teacher_logits, kd.kind, kd.temperature)
+                loss = (1 - kd.weight) * loss + kd.weight * distill
         loss.backward()
         optimizers[name].step()
 
@@ -266,17 +280,25 @@ def bench_ranking(
     n, bs = opts.calibration_images, opts.calibration_batch_size
     batches = calibration_batches(n, bs, input_size, dense.num_classes, opts.seed)
     warm = calibration_batches(min(n, bs), bs, input_size, dense.num_classes, opts.seed)
+    autocast = _autocast(opts, device)  # the pipeline ranks under the stage's precision
     for _ in range(min(opts.warmup, 1)):
-        rank_heads("graph", model, blocks, warm)
+        with autocast:
+            rank_heads("graph", model, blocks, warm)
     sync(device)
     times = []
     for _ in range(max(1, opts.repeats // 2)):
         start = time.perf_counter()
-        rank_heads("graph", model, blocks, batches)
+        with autocast:
+            rank_heads("graph", model, blocks, batches)
         sync(device)
         times.append(time.perf_counter() - start)
     ranking_s = statistics.median(times)
-    out: dict[str, Any] = {"device": device.type, "calibration_images": n, "ranking_pass_s": ranking_s}
+    out: dict[str, Any] = {
+        "device": device.type,
+        "precision": opts.train_precision,
+        "calibration_images": n,
+        "ranking_pass_s": ranking_s,
+    }
     if plain_step_s is not None:
         per_image = plain_step_s / opts.train_batch_size
         out |= {

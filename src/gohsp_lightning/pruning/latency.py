@@ -9,8 +9,8 @@ every block's attention and MLP answering zeros. Inside the model the parts do n
 (DeiT-Small on a CPU: 3-7% slower), so one ``scale`` maps their isolated times onto the model:
 ``fixed + scale * parts`` is the dense model's measured time. Every part, the rest and the whole model are
 timed in the same interleaved rounds (``timing.interleaved``), so a machine whose speed drifts while the
-table is measured shifts them alike. A plan's latency is the fixed time plus every block's interpolated
-parts; the projection (``Budget(unit="latency")``) removes a unit at its block's average cost per unit, so
+table is measured shifts them alike. A plan's latency is the fixed time plus ``scale`` times every block's
+interpolated parts; the projection (``Budget(unit="latency")``) removes a unit at its block's average cost per unit, so
 ``pruning.sparsity`` is the fraction of the dense latency removed.
 
 Blocks of the same shape run the same kernels, so each distinct shape is timed once (a dense ViT: once).
@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ TABLE_FORMAT = 2
 
 @dataclass(frozen=True)
 class LatencyTable:
-    """Seconds per batch: ``times[structure][block][i]`` at ``widths[structure][block][i]`` kept units."""
+    """Seconds per batch: ``times[structure][block][i]`` (timed alone; ``scale`` times that inside the model) at
+    ``widths[structure][block][i]`` kept units, and the model's ``fixed`` rest."""
 
     key: dict[str, Any]
     widths: dict[str, list[list[int]]]
@@ -204,6 +206,10 @@ def measure_latency_table(
             times[name].append(isotonic_regression(medians).x.tolist())
     parts = sum(t[b.index][-1] for t in times.values() for b in blocks)
     scale = (seconds["model"] - seconds["rest"]) / parts if parts > 0 else 1.0
+    if not (math.isfinite(scale) and scale > 0):
+        # timing noise left no time for the blocks (a model that is nearly all fixed overhead): the parts count
+        # as measured alone and the fixed part takes the rest, so the dense prediction is still the model's time
+        return LatencyTable(key=key, widths=widths, times=times, fixed=seconds["model"] - parts)
     return LatencyTable(key=key, widths=widths, times=times, fixed=seconds["rest"], scale=scale)
 
 

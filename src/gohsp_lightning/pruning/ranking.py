@@ -44,7 +44,8 @@ class GraphOptions:
       (``beta > 0``) or are redundant (``beta < 0``).
 
     The defaults are the formulation the ranking-quality harness chose on val for the shipped model (README,
-    "Does the head ranking carry information?"); ``conf/ranking/markov.yaml`` and the run config read them.
+    "Does the head ranking carry information?"); the run config reads them, and ``conf/ranking/markov.yaml``
+    states the same values (a test keeps them equal).
     """
 
     similarity: Similarity = "cosine"
