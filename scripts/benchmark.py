@@ -43,7 +43,7 @@ from gohsp_lightning.benchmark import (
     build_models,
     model_checks,
 )
-from gohsp_lightning.benchmark.measure import IMAGENET_TRAIN_IMAGES, MODES
+from gohsp_lightning.benchmark.measure import IMAGENET_TRAIN_IMAGES, MODES, TRAIN_PRECISIONS
 from gohsp_lightning.benchmark.models import PLAN_SOURCES
 from gohsp_lightning.benchmark.output import environment, format_inference, table
 from gohsp_lightning.pruning import count_flops, count_params
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-batch-size", type=int, default=32, help="batch of the training-step comparison")
     parser.add_argument(
         "--train-precision",
-        choices=("fp32", "bf16-mixed"),
+        choices=TRAIN_PRECISIONS,
         default="fp32",
         help="training steps in fp32 or under bf16 autocast (as trainer.precision=bf16-mixed)",
     )

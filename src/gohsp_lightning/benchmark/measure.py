@@ -33,7 +33,14 @@ from ..pruning import (
 )
 from ..pruning.distill import distillation_loss
 from ..pruning.flops import macs
-from ..pruning.latency import DTYPES, LatencyTable, latency_budget, measure_latency_table, table_key
+from ..pruning.latency import (
+    DTYPES,
+    LatencyTable,
+    latency_budget,
+    measure_latency_table,
+    measure_models,
+    table_key,
+)
 from ..pruning.projection import max_removable
 from ..pruning.rankers import rank_heads
 from ..pruning.structures import block_weights
@@ -170,14 +177,11 @@ def bench_latency_plan(
         middle = (low + high) / 2
         low, high = (low, middle) if table.predict_plan(flops_plan(middle)) <= target else (middle, high)
     by_flops = flops_plan(high)
-    models = {"dense": copy.deepcopy(dense)}
+    models = {"dense": dense}
     with tempfile.TemporaryDirectory() as tmp:
         for name, plan in (("latency_plan", by_latency), ("flops_plan", by_flops)):
             models[name] = exported_twin(dense, plan, opts, Path(tmp) / name)
-    models = {name: m.to(device, dtype).eval() for name, m in models.items()}
-    x = torch.randn(batch, *input_size, device=device, dtype=dtype)
-    with torch.inference_mode():
-        t = interleaved({n: (lambda m=m: m(x)) for n, m in models.items()}, device, opts.repeats, opts.warmup, 0.5)
+    t = measure_models(models, device, dtype, batch, input_size, opts.repeats, 0.5, opts.warmup)
     return {
         "device": key["device"],
         "dtype": dtype_name,
@@ -198,7 +202,7 @@ def bench_latency_plan(
         "latency_plan_speedup": t["dense"] / t["latency_plan"],
         "flops_plan_speedup": t["dense"] / t["flops_plan"],
         "latency_plan_over_flops_plan": t["flops_plan"] / t["latency_plan"],
-        "macs": {name: macs(count_flops(m.float().cpu(), input_size)) for name, m in models.items()},
+        "macs": {name: macs(count_flops(m, input_size)) for name, m in models.items()},
         "latency_plan": {"heads": by_latency.heads_per_block, "mlp": by_latency.mlp_hidden_per_block},
         "flops_plan": {"heads": by_flops.heads_per_block, "mlp": by_flops.mlp_hidden_per_block},
     }

@@ -10,8 +10,8 @@ every block's attention and MLP answering zeros. Inside the model the parts do n
 ``fixed + scale * parts`` is the dense model's measured time. Every part, the rest and the whole model are
 timed in the same interleaved rounds (``timing.interleaved``), so a machine whose speed drifts while the
 table is measured shifts them alike. A plan's latency is the fixed time plus ``scale`` times every block's
-interpolated parts; the projection (``Budget(unit="latency")``) removes a unit at its block's average cost per unit, so
-``pruning.sparsity`` is the fraction of the dense latency removed.
+interpolated parts; the projection (``Budget(unit="latency")``) removes a unit at its block's average cost
+per unit, so ``pruning.sparsity`` is the fraction of the dense latency removed.
 
 Blocks of the same shape run the same kernels, so each distinct shape is timed once (a dense ViT: once).
 Tables are cached as JSON keyed by table format, model, device name, dtype, batch size, input size and torch
@@ -149,6 +149,11 @@ def cache_path(cache_dir: str | Path, key: dict[str, Any]) -> Path:
     return Path(cache_dir) / f"{key['model']}-{digest}.json"
 
 
+def _shape(structure: str, block: BlockUnits) -> tuple[Any, ...]:
+    """What a structure's part's time depends on: blocks alike in it are timed once."""
+    return structure, block.dim, block.num_heads, block.head_dim, block.hidden
+
+
 def _sampled_counts(size: int, aligned: bool, round_to: int, samples: int) -> list[int]:
     if not aligned or size <= samples:
         return list(range(1, size + 1))
@@ -180,7 +185,7 @@ def measure_latency_table(
     for b in blocks:
         x = torch.randn(batch_size, tokens, b.dim, device=device, dtype=dtype)
         for name, s in BLOCK_STRUCTURES.items():
-            shape = (name, b.dim, b.num_heads, b.head_dim, b.hidden)
+            shape = _shape(name, b)
             if shape in counts:
                 continue
             counts[shape] = _sampled_counts(s.size(b), s.aligned, round_to, samples)
@@ -195,15 +200,13 @@ def measure_latency_table(
     fns["model"] = lambda: model(images)
     fns["rest"] = lambda: rest(images)
     seconds = interleaved(fns, device, repeats, warmup=1, min_sample_s=min_sample_s, balanced=False)
-    widths: dict[str, list[list[int]]] = {name: [] for name in BLOCK_STRUCTURES}
-    times: dict[str, list[list[float]]] = {name: [] for name in BLOCK_STRUCTURES}
-    for b in blocks:
-        for name in BLOCK_STRUCTURES:
-            shape = (name, b.dim, b.num_heads, b.head_dim, b.hidden)
-            widths[name].append(list(counts[shape]))
-            medians = [seconds[repr((shape, kept))] for kept in counts[shape]]
-            # more units never run faster: noise that says so would give units a negative cost
-            times[name].append(isotonic_regression(medians).x.tolist())
+    # more units never run faster: noise that says so would give units a negative cost
+    fitted = {
+        shape: isotonic_regression([seconds[repr((shape, kept))] for kept in kept_counts]).x.tolist()
+        for shape, kept_counts in counts.items()
+    }
+    widths = {name: [list(counts[_shape(name, b)]) for b in blocks] for name in BLOCK_STRUCTURES}
+    times = {name: [list(fitted[_shape(name, b)]) for b in blocks] for name in BLOCK_STRUCTURES}
     parts = sum(t[b.index][-1] for t in times.values() for b in blocks)
     scale = (seconds["model"] - seconds["rest"]) / parts if parts > 0 else 1.0
     if not (math.isfinite(scale) and scale > 0):
@@ -241,12 +244,13 @@ def measure_models(
     input_size: tuple[int, ...],
     repeats: int = 7,
     min_sample_s: float = 0.2,
+    warmup: int = 1,
 ) -> dict[str, float]:
     """Median seconds per batch of each model (a copy, in eval mode) on the same random input, timed in turns."""
     copies = {name: copy.deepcopy(m).to(device=device, dtype=dtype).eval() for name, m in models.items()}
     images = torch.randn(batch_size, *input_size, device=device, dtype=dtype)
     fns = {name: (lambda m=m: m(images)) for name, m in copies.items()}
-    return interleaved(fns, device, repeats, warmup=1, min_sample_s=min_sample_s)
+    return interleaved(fns, device, repeats, warmup, min_sample_s)
 
 
 def latency_budget(sparsity: float, table: LatencyTable, tokens: int = 0) -> Budget:
